@@ -1,0 +1,33 @@
+# Two commands on a fresh machine (see README.md):
+#   make demo   start a real server and show what the app sees for real clients
+#   make test   the whole test suite
+# Each one creates .venv and builds the TOA shim first when needed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.realip-installed
+
+.PHONY: demo test lint bench doctor clean
+
+$(STAMP): pyproject.toml setup.py $(wildcard realip/_toa/*.c realip/_toa/*.h realip/_toa/build.py)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --editable '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check realip tests examples
+	$(PY) -m ruff format --check realip tests examples
+
+doctor: $(STAMP)
+	$(VENV)/bin/realip doctor
+
+clean:
+	rm -rf $(VENV) build *.egg-info realip/_toa/_toa_lib*.so realip/_toa/_toa_lib.c

@@ -1,0 +1,210 @@
+"""Addresses: parsing, normalising, matching against trusted networks.
+
+Everything here is a pure function over ``str`` on top of the standard
+:mod:`ipaddress` module. The rules (see ``docs/security.md``):
+
+* An IPv4-mapped IPv6 address (``::ffff:203.0.113.5``) *is* the IPv4 address
+  ``203.0.113.5``: a dual-stack ``[::]`` listener reports IPv4 clients that way.
+* A zone id (``fe80::1%eth0``) is split off; it names an interface of this host,
+  not a property of the client.
+* Text that is not an address raises :class:`AddressError`, never passes through.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Final, TypeAlias
+
+__all__ = [
+    "AddressError",
+    "IPAddress",
+    "IPNetwork",
+    "TrustedNetworks",
+    "canonical_host",
+    "parse_host_port",
+    "parse_ip",
+    "parse_networks",
+    "unmap",
+]
+
+IPAddress: TypeAlias = "IPv4Address | IPv6Address"
+IPNetwork: TypeAlias = "IPv4Network | IPv6Network"
+
+#: Longest text worth handing to :mod:`ipaddress`: a full IPv6 address with an
+#: embedded IPv4 part is 45 characters; a zone id adds a little.
+MAX_ADDRESS_LENGTH: Final = 64
+#: ``[`` + address + ``]:`` + 5 digits.
+MAX_HOST_PORT_LENGTH: Final = MAX_ADDRESS_LENGTH + 8
+
+_MAPPED_PREFIX: Final = "::ffff:"
+
+
+class AddressError(ValueError):
+    """Text that should have been an IP address (or network) is not one.
+
+    ``text`` is the offending input, cut to 80 characters so that a hostile
+    header cannot flood the log that reports it.
+    """
+
+    def __init__(self, text: object, why: str = "not an IP address") -> None:
+        shown = text if isinstance(text, str) else repr(text)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        self.text = shown
+        self.why = why
+        super().__init__(f"{why}: {shown!r}")
+
+
+def unmap(ip: IPAddress) -> IPAddress:
+    """Return the IPv4 address inside an IPv4-mapped IPv6 address, else ``ip``."""
+    if ip.version == 6:
+        mapped = ip.ipv4_mapped  # type: ignore[union-attr]
+        if mapped is not None:
+            return mapped
+    return ip
+
+
+def parse_ip(text: str) -> IPAddress:
+    """Parse one IP address, unmapped and without a zone id.
+
+    >>> parse_ip("::ffff:203.0.113.5")
+    IPv4Address('203.0.113.5')
+    >>> parse_ip("fe80::1%eth0")
+    IPv6Address('fe80::1')
+
+    Raises :class:`AddressError` for anything else: ports, brackets, host
+    names, empty or over-long text, non-ASCII characters.
+    """
+    if not isinstance(text, str):
+        raise AddressError(text, "not a string")
+    if not text or len(text) > MAX_ADDRESS_LENGTH or not text.isascii():
+        raise AddressError(text)
+    address, sep, zone = text.partition("%")
+    if sep and (not zone or ":" not in address):
+        raise AddressError(text, "bad zone id")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise AddressError(text) from None
+    return unmap(ip)
+
+
+def parse_host_port(text: str) -> tuple[IPAddress, int | None]:
+    """Parse an address that may carry a port, as proxies write them.
+
+    Accepted forms: ``1.2.3.4``, ``1.2.3.4:5678``, ``[2001:db8::1]``,
+    ``[2001:db8::1]:443``, and a bare IPv6 address without brackets
+    (``2001:db8::1``, where every colon belongs to the address).
+    """
+    if not isinstance(text, str) or len(text) > MAX_HOST_PORT_LENGTH:
+        raise AddressError(text)
+    port: int | None = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise AddressError(text, "bad bracketed address")
+        if rest:
+            port = _parse_port(rest[1:], text)
+        if ":" not in host:
+            raise AddressError(text, "brackets around a non-IPv6 address")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _parse_port(port_text, text)
+    else:
+        host = text
+    return parse_ip(host), port
+
+
+def _parse_port(text: str, whole: str) -> int:
+    # int() would accept "+80", " 80", "8_0" and non-ASCII digits: be strict.
+    if not (1 <= len(text) <= 5 and text.isascii() and text.isdigit()):
+        raise AddressError(whole, "bad port")
+    port = int(text)
+    if port > 65535:
+        raise AddressError(whole, "bad port")
+    return port
+
+
+def canonical_host(text: str) -> str:
+    """The canonical text of an address: unmapped, zone split off, compressed."""
+    return str(parse_ip(text))
+
+
+def parse_networks(value: str | Iterable[str | IPAddress | IPNetwork], *, option: str) -> tuple[IPNetwork, ...]:
+    """Parse a list of IPs and CIDR networks from configuration.
+
+    ``value`` is an iterable or one comma-separated string. A network written
+    in IPv4-mapped IPv6 form (``::ffff:10.0.0.0/104``) is turned into its IPv4
+    network so that it matches the way peers are normalised. Host bits set
+    (``10.0.0.1/8``) are an error: that is almost always a typo.
+
+    Raises :class:`~realip.ConfigError` naming ``option`` and the bad value.
+    """
+    from .errors import ConfigError
+
+    items: Iterable[object] = value.split(",") if isinstance(value, str) else value
+    if isinstance(value, (bytes, bytearray)):
+        raise ConfigError(option, value, "expected a string or a list of strings, not bytes")
+    networks: list[IPNetwork] = []
+    for item in items:
+        if isinstance(item, (IPv4Network, IPv6Network)):
+            network = item
+        elif isinstance(item, (IPv4Address, IPv6Address)):
+            network = ipaddress.ip_network(item)
+        elif isinstance(item, str):
+            text = item.strip()
+            if not text:
+                if isinstance(value, str):
+                    continue  # "a, b," or an empty environment variable
+                raise ConfigError(option, item, "empty entry")
+            try:
+                network = ipaddress.ip_network(text.partition("%")[0] if "/" not in text else text)
+            except ValueError as exc:
+                raise ConfigError(option, item, str(exc)) from None
+        else:
+            raise ConfigError(option, item, "expected an IP address or CIDR network")
+        networks.append(_unmap_network(network))
+    return tuple(networks)
+
+
+def _unmap_network(network: IPNetwork) -> IPNetwork:
+    if network.version == 6 and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped  # type: ignore[union-attr]
+        if mapped is not None:
+            return IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+class TrustedNetworks:
+    """A set of IPs and networks, matched against normalised addresses.
+
+    Matching a peer reported as ``::ffff:10.0.0.1`` against ``10.0.0.0/8``
+    works because addresses are unmapped before they get here (and mapped
+    networks are unmapped by :func:`parse_networks`).
+    """
+
+    __slots__ = ("_v4", "_v6", "networks")
+
+    def __init__(self, networks: Iterable[IPNetwork]) -> None:
+        self.networks: tuple[IPNetwork, ...] = tuple(networks)
+        self._v4 = tuple(n for n in self.networks if n.version == 4)
+        self._v6 = tuple(n for n in self.networks if n.version == 6)
+
+    @classmethod
+    def parse(cls, value: str | Iterable[str | IPAddress | IPNetwork], *, option: str) -> TrustedNetworks:
+        return cls(parse_networks(value, option=option))
+
+    def __contains__(self, ip: object) -> bool:
+        if isinstance(ip, IPv4Address):
+            return any(ip in n for n in self._v4)
+        if isinstance(ip, IPv6Address):
+            return any(ip in n for n in self._v6)
+        return False
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def __repr__(self) -> str:
+        return f"TrustedNetworks({[str(n) for n in self.networks]!r})"

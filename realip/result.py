@@ -1,0 +1,66 @@
+"""The answer realip gives for one request: small, immutable, published to the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .toa import TOAAnswer
+
+__all__ = ["Resolution", "Source"]
+
+
+class Source:
+    """Names of what decided the client address (``Resolution.source``).
+
+    A forwarding header decides under its own lower-case name, for example
+    ``"x-forwarded-for"`` or ``"forwarded"``.
+    """
+
+    PEER: Final = "peer"
+    """The socket peer, as the server reported it (nothing to change)."""
+    MAPPED: Final = "mapped"
+    """The socket peer, an IPv4-mapped IPv6 address unwrapped to IPv4."""
+    TOA: Final = "toa"
+    """The kernel TOA module: the NAT64 client behind a trusted load balancer."""
+    TOA_KERNEL: Final = "toa-kernel"
+    """The kernel TOA module rewrote ``getpeername()`` itself; realip could not
+    check who sent the option (see ``docs/toa.md``)."""
+    PROXY_PROTOCOL: Final = "proxy-protocol"
+    """A PROXY protocol header sent by a trusted load balancer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """How realip decided the client address of one request.
+
+    Published as ``scope["extensions"]["realip"]`` (ASGI) and
+    ``environ["realip"]`` (WSGI).
+    """
+
+    client: tuple[str, int] | None
+    """What the app sees: ``(ip, port)``, the ip in canonical form (IPv4 dotted
+    quad, IPv6 compressed, no zone id). The port is 0 when the deciding source
+    carries none (most forwarding headers). ``None`` for a Unix-socket peer
+    that nothing vouched for."""
+    peer: tuple[str, int] | None
+    """The socket peer exactly as the server reported it, before any change."""
+    source: str
+    """What decided ``client``: one of :class:`Source` or a header name."""
+    hops: tuple[str, ...] = ()
+    """Trusted proxies between the client and this server, nearest last."""
+    error: str | None = None
+    """Why a forwarding header was not believed, when it was not."""
+    toa: TOAAnswer | None = None
+    """The TOA module's answer for this connection, when it was asked."""
+
+    @property
+    def ip(self) -> str | None:
+        """The client IP text (``client[0]``), or ``None``."""
+        return self.client[0] if self.client else None
+
+    @property
+    def port(self) -> int | None:
+        """The client port (``client[1]``; 0 means unknown), or ``None``."""
+        return self.client[1] if self.client else None

@@ -1,0 +1,1 @@
+"""Test support: real servers on real sockets, real clients, loopback only."""

@@ -1,0 +1,168 @@
+"""Start real servers (uvicorn, gunicorn, Hypercorn, Werkzeug) on loopback.
+
+Every server gets a listening socket created here and handed over as an
+inherited file descriptor: that is how the tests get a truly dual-stack
+``[::]`` listener (``IPV6_V6ONLY`` off, whatever ``net.ipv6.bindv6only`` says;
+a single-process ``uvicorn --host ::`` would be IPv6-only) and a free port
+without races.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+TESTS = ROOT / "tests"
+BIN = Path(sys.executable).parent
+
+#: How long a server may take to answer its first request.
+START_TIMEOUT = 30.0
+#: How long a server may take to stop after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+
+def listening_socket(family: str = "dual") -> socket.socket:
+    """A listening TCP socket on an ephemeral port.
+
+    ``dual``: ``[::]`` with ``IPV6_V6ONLY`` off, so IPv4 clients arrive as
+    ``::ffff:a.b.c.d``; ``v4``: an AF_INET socket on ``127.0.0.1`` (what a
+    NAT64 backend should use); ``v6``: ``[::1]``, IPv6 only.
+    """
+    if family == "v4":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+    else:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == "dual":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            # A dual-stack socket must be bound to "::" to accept IPv4 at all;
+            # the tests only ever connect to it through loopback addresses.
+            sock.bind(("::", 0))
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(("::1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Server:
+    """A server process serving on an inherited listening socket."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    sock: socket.socket
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def url(self, host: str = "127.0.0.1", path: str = "/") -> str:
+        netloc = f"[{host}]" if ":" in host else host
+        return f"http://{netloc}:{self.port}{path}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 5.0) -> str:
+        """The log once it contains ``needle`` (access logs are written after the response)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log()
+            if needle in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(STOP_TIMEOUT)
+
+
+@contextlib.contextmanager
+def serve(
+    name: str,
+    argv: Sequence[str],
+    tmp_path: Path,
+    *,
+    family: str = "dual",
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    ready_path: str = "/",
+) -> Iterator[Server]:
+    """Run ``argv`` with ``{fd}`` replaced by the listening socket's descriptor."""
+    sock = listening_socket(family)
+    fd = sock.fileno()
+    port = sock.getsockname()[1]
+    log_path = tmp_path / f"{name}.log"
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLES)]), "PYTHONUNBUFFERED": "1"}
+    full_env.update(env or {})
+    args = [a.replace("{fd}", str(fd)) for a in argv]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, pass_fds=[fd], env=full_env, cwd=cwd, start_new_session=True
+        )
+    server = Server(name, process, port, log_path, sock)
+    try:
+        ready_host = "::1" if family == "v6" else "127.0.0.1"
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{server.log()[-4000:]}")
+            try:
+                httpx.get(server.url(ready_host, ready_path), timeout=2.0)
+                break
+            except httpx.HTTPError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not answer in {START_TIMEOUT}s:\n{server.log()[-4000:]}") from exc
+                time.sleep(0.1)
+        yield server
+    finally:
+        stop(process)
+        sock.close()
+
+
+def tool(name: str) -> str:
+    """Path of a console script installed beside this Python."""
+    return str(BIN / name)
+
+
+# The argv of each server the suite runs. ``{fd}`` is the listening socket.
+def uvicorn_argv(app: str, *, http: str = "h11", ws: str = "auto", extra: Sequence[str] = ()) -> list[str]:
+    return [tool("uvicorn"), app, "--fd", "{fd}", "--http", http, "--ws", ws, "--log-level", "info", *extra]
+
+
+def gunicorn_argv(app: str, *, worker: str = "sync", extra: Sequence[str] = ()) -> list[str]:
+    return [
+        tool("gunicorn"), app, "--bind", "fd://{fd}", "--worker-class", worker, "--workers", "1",
+        "--threads", "4", "--access-logfile", "-", "--error-logfile", "-", "--graceful-timeout", "2", *extra,
+    ]  # fmt: skip
+
+
+def hypercorn_argv(app: str, *, extra: Sequence[str] = ()) -> list[str]:
+    return [tool("hypercorn"), app, "--bind", "fd://{fd}", "--access-logfile", "-", "--error-logfile", "-", *extra]
+
+
+def werkzeug_argv(app: str) -> list[str]:
+    return [sys.executable, str(TESTS / "support" / "werkzeug_fd.py"), "{fd}", app]
