@@ -12,6 +12,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from .core import Resolver
+from .wsgi import ConnectionLookup
+from .wsgi import resolve as resolve_environ
 
 __all__ = ["RealIPMiddleware"]
 
@@ -25,14 +27,30 @@ class RealIPMiddleware:
 
     The decision is ``request.realip`` (also ``request.META["realip"]``), a
     :class:`~realip.Resolution` with the original peer and the source.
+
+    Options come from ``settings.REALIP``, a dict of the same keyword arguments
+    :class:`realip.RealIPWSGIMiddleware` takes, e.g.
+    ``REALIP = {"toa_peers": ["10.0.0.0/24"]}``; then from ``REALIP_*``
+    environment variables. Bad values fail when Django loads the middleware.
     """
 
     sync_capable = True
     async_capable = True
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        from django.conf import settings
+
+        from .config import Settings
+
         self.get_response = get_response
+        options = getattr(settings, "REALIP", {})
+        if not isinstance(options, dict):
+            from .errors import ConfigError
+
+            raise ConfigError("settings.REALIP", options, "expected a dict of realip options")
+        self.settings = Settings.build(**options)
         self._resolver = Resolver()
+        self._connection = ConnectionLookup(self.settings.connection_resolver())
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -50,13 +68,14 @@ class RealIPMiddleware:
     def _apply(self, request: Any) -> None:
         meta = request.META
         scope = getattr(request, "scope", None)
-        if scope is not None:  # ASGIRequest
-            resolution = self._resolver.resolve_peer(scope.get("client"))
-            if resolution.client is not None:
-                scope["client"] = resolution.client
-        else:
-            resolution = self._resolver.resolve_peer((meta.get("REMOTE_ADDR"), meta.get("REMOTE_PORT")))
+        if scope is None:  # WSGIRequest: META is the server's environ
+            request.realip = resolve_environ(self._resolver, self._connection, meta)
+            return
+        # ASGIRequest: the ASGI server logs from the scope, Django reads META.
+        connection = scope.get("extensions", {}).get("realip.connection")
+        resolution = connection or self._resolver.resolve_peer(scope.get("client"))
         if resolution.client is not None:
+            scope["client"] = resolution.client
             meta["REMOTE_ADDR"] = resolution.client[0]
             meta["REMOTE_PORT"] = str(resolution.client[1])
         meta["realip"] = resolution

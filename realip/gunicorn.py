@@ -1,0 +1,38 @@
+"""gunicorn integration for ASGI apps: the uvicorn worker with realip's protocols.
+
+::
+
+    gunicorn -k realip.gunicorn.UvicornWorker --bind 0.0.0.0:8000 app:app
+
+WSGI workers (sync, gthread, gevent) need nothing here: they put the
+connection's socket in ``environ["gunicorn.socket"]``, where
+:class:`realip.RealIPWSGIMiddleware` finds it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from uvicorn_worker import UvicornWorker as _UvicornWorker
+
+__all__ = ["UvicornH11Worker", "UvicornWorker"]
+
+
+class UvicornWorker(_UvicornWorker):
+    """``uvicorn_worker.UvicornWorker`` with ``realip.uvicorn``'s HTTP and WebSocket protocols."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "auto",
+        "http": "realip.uvicorn:AutoHTTPProtocol",
+        "ws": "realip.uvicorn:AutoWebSocketsProtocol",
+    }
+
+
+class UvicornH11Worker(UvicornWorker):
+    """The same with the pure-Python h11 parser and the asyncio loop."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "asyncio",
+        "http": "realip.uvicorn:H11Protocol",
+        "ws": "realip.uvicorn:AutoWebSocketsProtocol",
+    }

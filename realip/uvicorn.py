@@ -1,0 +1,203 @@
+"""uvicorn integration: connection-level answers (TOA) before any request.
+
+ASGI exposes no socket, so the TOA lookup has to happen in the server, once
+per connection, in the protocol's ``connection_made()``. These protocol classes
+are uvicorn's own with that one addition; select them on the command line::
+
+    uvicorn app:app --http realip.uvicorn:HttpToolsProtocol --ws realip.uvicorn:WebSocketsSansIOProtocol
+
+or in code (``uvicorn.run(app, http=realip.uvicorn.H11Protocol, ws=...)``), or
+with gunicorn: ``gunicorn -k realip.gunicorn.UvicornWorker app:app``.
+
+For each connection the protocol sets uvicorn's ``client`` (so every scope and
+the access log carry the answer) and publishes the connection's
+:class:`~realip.Resolution` as ``scope["extensions"]["realip.connection"]``,
+where :class:`realip.RealIPMiddleware` picks it up as the starting point for
+forwarding headers. A WebSocket upgrade hands the connection to a separate
+protocol object; the ``ws`` classes here take over the HTTP protocol's answer,
+so the lookup still happens once.
+
+Settings come from ``REALIP_TOA`` and ``REALIP_TOA_PEERS`` (see
+:mod:`realip.config`), or from :func:`protocols` in code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
+
+from .address import IPNetwork
+from .config import connection_options_from_env
+from .connection import DEFAULT_TOA_PEERS, ConnectionResolver
+from .result import Resolution
+
+__all__ = [  # noqa: F822 - the WebSocket classes are built on first access (module __getattr__)
+    "AutoHTTPProtocol",
+    "AutoWebSocketsProtocol",
+    "H11Protocol",
+    "HttpToolsProtocol",
+    "WSProtocol",
+    "WebSocketProtocol",
+    "WebSocketsSansIOProtocol",
+    "protocols",
+]
+
+#: The answer of an HTTP connection that may be upgraded to a WebSocket, by
+#: ``id(transport)``; the WebSocket protocol takes it over. Entries live as long
+#: as their connection: removed on upgrade or in ``connection_lost``.
+_handoff: dict[int, Resolution] = {}
+
+
+class ConnectionApp:
+    """Wraps the app for one connection: publishes the connection's answer."""
+
+    __slots__ = ("app", "resolution")
+
+    def __init__(self, app: Any, resolution: Resolution) -> None:
+        self.app = app
+        self.resolution = resolution
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        extensions = scope.get("extensions")
+        if extensions is None:
+            scope["extensions"] = {"realip.connection": self.resolution}
+        else:
+            extensions["realip.connection"] = self.resolution
+        await self.app(scope, receive, send)
+
+
+class _ConnectionMixin:
+    """Shared by the HTTP and WebSocket protocol classes below."""
+
+    realip: ClassVar[ConnectionResolver | None] = None
+    client: tuple[str, int] | None
+    app: Any
+
+    @classmethod
+    def _realip_resolver(cls) -> ConnectionResolver:
+        resolver = cls.realip
+        if resolver is None:
+            resolver = _default_resolver()
+        return resolver
+
+    def _realip_apply(self, transport: asyncio.BaseTransport, resolution: Resolution | None) -> None:
+        if resolution is None:
+            resolution = self._realip_resolver().resolve(transport.get_extra_info("socket"), self.client)
+        if resolution.client is not None:
+            self.client = resolution.client
+        self.app = ConnectionApp(self.app, resolution)
+        self._realip_resolution = resolution
+
+
+class _HTTPMixin(_ConnectionMixin):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[misc]
+        self._realip_apply(transport, None)
+        _handoff[id(transport)] = self._realip_resolution
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _handoff.pop(id(self.transport), None)  # type: ignore[attr-defined]
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class _WebSocketMixin(_ConnectionMixin):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[misc]
+        self._realip_apply(transport, _handoff.pop(id(transport), None))
+
+
+_default: ConnectionResolver | None = None
+
+
+def _default_resolver() -> ConnectionResolver:
+    # Built on first use, in the worker process, from REALIP_* variables.
+    global _default
+    if _default is None:
+        _default = ConnectionResolver(**connection_options_from_env())
+    return _default
+
+
+class H11Protocol(_HTTPMixin, _H11Protocol):
+    """uvicorn's h11 HTTP protocol, plus the connection-level answer."""
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
+except ImportError:  # httptools is optional in uvicorn
+    _HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+if _HttpToolsProtocol is not None:
+
+    class HttpToolsProtocol(_HTTPMixin, _HttpToolsProtocol):
+        """uvicorn's httptools HTTP protocol, plus the connection-level answer."""
+
+    AutoHTTPProtocol: type[asyncio.Protocol] = HttpToolsProtocol
+else:  # pragma: no cover - httptools is in the test dependencies
+    AutoHTTPProtocol = H11Protocol
+
+
+_WS_BASES = {
+    "WebSocketsSansIOProtocol": "uvicorn.protocols.websockets.websockets_sansio_impl",
+    "WSProtocol": "uvicorn.protocols.websockets.wsproto_impl",
+    # Deprecated in uvicorn (importing it warns), so built only when asked for.
+    "WebSocketProtocol": "uvicorn.protocols.websockets.websockets_impl",
+}
+_ws_classes: dict[str, type[asyncio.Protocol] | None] = {}
+
+
+def _ws_class(name: str) -> type[asyncio.Protocol] | None:
+    """uvicorn's WebSocket protocol ``name`` plus the connection-level answer, or
+    ``None`` when its library (websockets, wsproto) is not installed."""
+    if name not in _ws_classes:
+        import importlib
+
+        try:
+            base = getattr(importlib.import_module(_WS_BASES[name]), name)
+        except ImportError:
+            _ws_classes[name] = None
+        else:
+            doc = f"uvicorn's {name}, plus the connection-level answer."
+            _ws_classes[name] = type(name, (_WebSocketMixin, base), {"__module__": __name__, "__doc__": doc})
+    return _ws_classes[name]
+
+
+def _auto_ws_class() -> type[asyncio.Protocol] | None:
+    # What uvicorn's "--ws auto" picks: websockets (sans-I/O) if installed, else wsproto.
+    return _ws_class("WebSocketsSansIOProtocol") or _ws_class("WSProtocol")
+
+
+def __getattr__(name: str) -> object:
+    # The WebSocket classes are built on first use, so that importing this module
+    # does not import every WebSocket library uvicorn supports.
+    if name in _WS_BASES:
+        return _ws_class(name)
+    if name == "AutoWebSocketsProtocol":
+        return _auto_ws_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def protocols(
+    *, toa: bool = True, toa_peers: str | Iterable[str | IPNetwork] = DEFAULT_TOA_PEERS, http: str = "auto"
+) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol] | None]:
+    """``(http_class, ws_class)`` with their own settings, for ``uvicorn.run()``::
+
+        http, ws = realip.uvicorn.protocols(toa_peers=["10.0.0.0/24"])
+        uvicorn.run(app, http=http, ws=ws)
+
+    The configuration is validated here, at start-up.
+    """
+    resolver = ConnectionResolver(toa=toa, toa_peers=toa_peers)
+    bases = {"auto": AutoHTTPProtocol, "h11": H11Protocol, "httptools": AutoHTTPProtocol}
+    if http not in bases:
+        from .errors import ConfigError
+
+        raise ConfigError("http", http, "expected 'auto', 'h11' or 'httptools'")
+    http_class = type(bases[http].__name__, (bases[http],), {"realip": resolver, "__module__": __name__})
+    ws_base = _auto_ws_class()
+    ws_class = (
+        None if ws_base is None else type(ws_base.__name__, (ws_base,), {"realip": resolver, "__module__": __name__})
+    )
+    return http_class, ws_class
