@@ -69,7 +69,8 @@ def peer_resolution(peer: tuple[str, int]) -> Resolution:
     """
     try:
         host, port = peer
-        port = int(port)  # WSGI servers report REMOTE_PORT as text
+        # WSGI servers report REMOTE_PORT as text; uWSGI leaves it out (0: unknown).
+        port = int(port) if port not in (None, "") else 0
         ip = parse_ip(host)
     except (AddressError, TypeError, ValueError):
         return Resolution(client=None, peer=peer, source=Source.PEER)

@@ -111,17 +111,29 @@ def serve(
     cwd: Path = ROOT,
     ready_path: str = "/",
 ) -> Iterator[Server]:
-    """Run ``argv`` with ``{fd}`` replaced by the listening socket's descriptor."""
+    """Run ``argv`` with ``{fd}`` replaced by the listening socket's descriptor.
+
+    A server that cannot take a socket (uWSGI, waitress) gets ``{port}``
+    instead: the port is picked here and freed just before the server binds it.
+    """
     sock = listening_socket(family)
     fd = sock.fileno()
     port = sock.getsockname()[1]
+    if not any("{fd}" in a for a in argv):
+        sock.close()
     log_path = tmp_path / f"{name}.log"
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLES)]), "PYTHONUNBUFFERED": "1"}
     full_env.update(env or {})
-    args = [a.replace("{fd}", str(fd)) for a in argv]
+    args = [a.replace("{fd}", str(fd)).replace("{port}", str(port)) for a in argv]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, pass_fds=[fd], env=full_env, cwd=cwd, start_new_session=True
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=[fd] if sock.fileno() != -1 else [],
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
         )
     server = Server(name, process, port, log_path, sock)
     try:
@@ -162,6 +174,19 @@ def gunicorn_argv(app: str, *, worker: str = "sync", extra: Sequence[str] = ()) 
 
 def hypercorn_argv(app: str, *, extra: Sequence[str] = ()) -> list[str]:
     return [tool("hypercorn"), app, "--bind", "fd://{fd}", "--access-logfile", "-", "--error-logfile", "-", *extra]
+
+
+def uwsgi_argv(app: str) -> list[str]:
+    # --http-socket: uWSGI itself speaks HTTP on the accepted connection, so
+    # uwsgi.connection_fd() is the client's socket (not so with the --http router).
+    return [
+        tool("uwsgi"), "--http-socket", "127.0.0.1:{port}", "--module", app, "--master", "--processes", "1",
+        "--threads", "2", "--die-on-term", "--need-app", "--disable-write-exception", "--http-keepalive",
+    ]  # fmt: skip
+
+
+def waitress_argv(app: str) -> list[str]:
+    return [tool("waitress-serve"), "--listen=127.0.0.1:{port}", app]
 
 
 def werkzeug_argv(app: str) -> list[str]:
