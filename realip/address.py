@@ -162,7 +162,7 @@ def parse_networks(value: str | Iterable[str | IPAddress | IPNetwork], *, option
             try:
                 network = ipaddress.ip_network(text.partition("%")[0] if "/" not in text else text)
             except ValueError as exc:
-                raise ConfigError(option, item, str(exc)) from None
+                raise ConfigError(option, text, str(exc)) from None
         else:
             raise ConfigError(option, item, "expected an IP address or CIDR network")
         networks.append(_unmap_network(network))

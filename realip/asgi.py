@@ -17,6 +17,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+_WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
+
 
 class RealIPMiddleware:
     """ASGI middleware that gives the application the real client address.
@@ -24,24 +26,41 @@ class RealIPMiddleware:
     For ``http`` and ``websocket`` scopes it rewrites ``scope["client"]`` in
     place, so the server's access log (which reads the same scope after the
     response) shows the same address as the application. ``lifespan`` and
-    unknown scope types pass through untouched.
+    unknown scope types pass through untouched. What it decided, and from what,
+    is ``scope["extensions"]["realip"]``, a :class:`~realip.Resolution` with
+    the original socket peer and the source (``"peer"``, ``"mapped"``,
+    ``"toa"``, a header name).
 
-    What it decided, and from what, is published as
-    ``scope["extensions"]["realip"]``, a :class:`~realip.Resolution` holding the
-    original socket peer and the source (``"peer"``, ``"mapped"``, ...).
+    **Forwarding headers** are believed only from ``trusted_proxies`` (IPs and
+    CIDR networks, a list or a comma-separated string; a peer reported as
+    ``::ffff:10.0.0.1`` matches ``10.0.0.0/8``). With none given, no header is
+    ever read. ``strategy`` says which header and how (default
+    ``"x-forwarded-for"``, walked right to left past trusted proxies; also
+    ``"forwarded"`` (RFC 7239), ``"x-forwarded-for:2"`` (exactly 2 proxies),
+    ``"x-real-ip"``, ...; see :mod:`realip.strategies`). From an untrusted
+    peer the header is removed before the application sees it
+    (``strip_untrusted_headers``), since the client wrote it.
+
+    A trusted header that cannot be parsed or walked: ``on_failure="keep"``
+    (default) uses the last trusted hop, ``"reject"`` answers 400. Either way
+    the reason is in ``Resolution.error`` and the log (rate-limited).
+
+    ``forwarded_proto`` / ``forwarded_host`` (off by default) also take the
+    scheme (``ws``/``wss`` for WebSockets) and host from a trusted proxy.
+    ``trust_unix_socket_peers`` trusts a proxy on a Unix socket;
+    ``trust_all_peers_unsafe`` reads headers from *any* peer: only for a
+    server nothing but the proxy can reach.
 
     Connection-level answers (the TOA module) need the server's help, because
     ASGI exposes no socket: run uvicorn with ``realip.uvicorn``'s protocols (or
     gunicorn with ``realip.gunicorn.UvicornWorker``). Their answer arrives as
-    ``scope["extensions"]["realip.connection"]`` and is taken as the starting
-    point. With ``toa=True`` (the default) and no such integration, the first
-    request logs once that TOA cannot work on this server.
+    ``scope["extensions"]["realip.connection"]`` and is the starting point.
 
-    Use with FastAPI or Starlette::
+    Every option can also come from a ``REALIP_*`` variable (:mod:`realip.config`);
+    a bad value raises :class:`~realip.ConfigError` here, at start-up.
 
-        app.add_middleware(RealIPMiddleware)
-
-    or wrap any ASGI application: ``app = RealIPMiddleware(app)``.
+    Use with FastAPI or Starlette: ``app.add_middleware(RealIPMiddleware,
+    trusted_proxies=["10.0.0.0/8"])``; or wrap any ASGI application.
     """
 
     def __init__(self, app: ASGIApp, **options: Any) -> None:
@@ -49,24 +68,51 @@ class RealIPMiddleware:
 
         self.app = app
         self.settings = Settings.build(**options)
-        self._resolver = Resolver()
+        self._resolver = resolver = Resolver(self.settings)
+        header = resolver.header
+        self._header = header.encode("latin-1") if header is not None else None
+        self._proto = b"x-forwarded-proto" if self.settings.forwarded_proto and header != "forwarded" else None
+        self._host = b"x-forwarded-host" if self.settings.forwarded_host and header != "forwarded" else None
+        self._strip = self.settings.strip_untrusted_headers
         self._once = Once()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" or scope["type"] == "websocket":
-            extensions = scope.get("extensions")
-            if extensions is None:
-                extensions = scope["extensions"] = {}
-            connection: Resolution | None = extensions.get("realip.connection")
-            if connection is None:
-                resolution = self._resolver.resolve_peer(scope.get("client"))
-                if self.settings.toa:
-                    self._no_integration()
-            else:
-                resolution = connection
-            if resolution.client is not None:
-                scope["client"] = resolution.client
-            extensions["realip"] = resolution
+        scope_type = scope["type"]
+        if scope_type != "http" and scope_type != "websocket":
+            await self.app(scope, receive, send)
+            return
+        extensions = scope.get("extensions")
+        if extensions is None:
+            extensions = scope["extensions"] = {}
+        resolution: Resolution | None = extensions.get("realip.connection")
+        if resolution is None:
+            resolution = self._resolver.resolve_peer(scope.get("client"))
+            if self.settings.toa:
+                self._no_integration()
+        header = self._header
+        if header is not None:
+            resolver = self._resolver
+            if resolver.trusts(resolution):
+                resolution = resolver.apply(
+                    resolution,
+                    _header_text(scope["headers"], header),
+                    _header_text(scope["headers"], self._proto) if self._proto else None,
+                    _header_text(scope["headers"], self._host) if self._host else None,
+                )
+                if resolution.error is not None and resolver.reject:
+                    await _reject(scope, send)
+                    return
+                if resolution.scheme is not None:
+                    scheme = resolution.scheme
+                    scope["scheme"] = _WEBSOCKET_SCHEMES.get(scheme, scheme) if scope_type == "websocket" else scheme
+                if resolution.host is not None:
+                    value = resolution.host.encode("latin-1")
+                    scope["headers"] = [(k, value if k == b"host" else v) for k, v in scope["headers"]]
+            elif self._strip:
+                _strip(scope, (header, self._proto, self._host))
+        if resolution.client is not None:
+            scope["client"] = resolution.client
+        extensions["realip"] = resolution
         await self.app(scope, receive, send)
 
     def _no_integration(self) -> None:
@@ -76,3 +122,37 @@ class RealIPMiddleware:
             "answers (TOA) are not available; mapped addresses are still unwrapped. For uvicorn: "
             "--http realip.uvicorn:AutoHTTPProtocol --ws realip.uvicorn:AutoWebSocketsProtocol (docs/toa.md)",
         )
+
+
+def _header_text(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
+    """All instances of header ``name``, joined with ``","`` (a list header may repeat)."""
+    values = [v for k, v in headers if k == name]
+    if not values:
+        return ""
+    joined = values[0] if len(values) == 1 else b",".join(values)
+    return joined.decode("latin-1")
+
+
+def _strip(scope: Scope, names: tuple[bytes | None, ...]) -> None:
+    """Remove forwarding headers a client sent about itself."""
+    headers = scope["headers"]
+    for k, _ in headers:
+        if k in names:
+            scope["headers"] = [(k, v) for k, v in headers if k not in names]
+            return
+
+
+async def _reject(scope: Scope, send: Send) -> None:
+    # The reason is in the log, not in the response: it may quote what a client sent.
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = b"Bad forwarding header\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -21,6 +21,8 @@ from typing import Final
 from ._log import Once, RateLimitedLog
 from .address import AddressError, IPNetwork, TrustedNetworks, parse_ip
 from .core import peer_resolution
+from .errors import ConfigError
+from .proxy_protocol import ProxyHeader, ProxyProtocolReader
 from .result import Resolution, Source
 from .toa import TOAStatus
 from .toa import available as toa_available
@@ -35,6 +37,10 @@ __all__ = ["DEFAULT_TOA_PEERS", "ConnectionResolver"]
 #: dedicated ELB connects from the backend subnet: name it in ``toa_peers``.
 DEFAULT_TOA_PEERS: Final = ("100.125.0.0/16", "100.126.0.0/16")
 
+#: Seconds a peer has to send its whole PROXY protocol header before the
+#: connection is closed (HAProxy's own receivers use a few seconds too).
+PROXY_PROTOCOL_TIMEOUT: Final = 5.0
+
 #: After "no TOA module on this host", ask again no sooner than this (seconds):
 #: a module loaded later is noticed without a restart, and a host without one
 #: pays one system call a minute, not one per connection.
@@ -48,6 +54,14 @@ class ConnectionResolver:
     TOA answers are believed (IPs or CIDR networks); the module accepts the
     option from any sender, so an answer on a connection from anyone else is
     ignored and that peer stays the client.
+
+    ``proxy_protocol``: every connection from ``proxy_protocol_peers`` must
+    start with a PROXY protocol header (v1 or v2), complete within
+    ``proxy_protocol_timeout`` seconds; a missing, slow or malformed header
+    closes the connection. Connections from other peers are closed
+    (``proxy_protocol_others="close"``, the default) or served without a
+    header (``"serve"``). Nothing is guessed: on an enabled listener an
+    allowed peer must send the header.
     """
 
     def __init__(
@@ -56,9 +70,25 @@ class ConnectionResolver:
         toa: bool = True,
         toa_peers: str | Iterable[str | IPNetwork] = DEFAULT_TOA_PEERS,
         recheck_after: float = RECHECK_AFTER,
+        proxy_protocol: bool = False,
+        proxy_protocol_peers: str | Iterable[str | IPNetwork] = (),
+        proxy_protocol_timeout: float = PROXY_PROTOCOL_TIMEOUT,
+        proxy_protocol_others: str = "close",
     ) -> None:
         self.toa = bool(toa)
         self.toa_peers = TrustedNetworks.parse(toa_peers, option="toa_peers")
+        self.proxy_protocol = bool(proxy_protocol)
+        self.proxy_protocol_peers = TrustedNetworks.parse(proxy_protocol_peers, option="proxy_protocol_peers")
+        if self.proxy_protocol and not self.proxy_protocol_peers:
+            raise ConfigError(
+                "proxy_protocol_peers", proxy_protocol_peers, "name the load balancers allowed to send PROXY headers"
+            )
+        if not (isinstance(proxy_protocol_timeout, (int, float)) and 0 < proxy_protocol_timeout <= 300):
+            raise ConfigError("proxy_protocol_timeout", proxy_protocol_timeout, "expected seconds, 0 < t <= 300")
+        self.proxy_protocol_timeout = float(proxy_protocol_timeout)
+        if proxy_protocol_others not in ("close", "serve"):
+            raise ConfigError("proxy_protocol_others", proxy_protocol_others, "expected 'close' or 'serve'")
+        self.proxy_protocol_others = proxy_protocol_others
         self.recheck_after = recheck_after
         self._module_absent_until = 0.0
         self._is_toa_peer: dict[str, bool] = {}
@@ -68,7 +98,45 @@ class ConnectionResolver:
             self._once(logging.WARNING, "realip: TOA requested but the compiled shim is not available on this platform")
 
     def __repr__(self) -> str:
-        return f"ConnectionResolver(toa={self.toa}, toa_peers={[str(n) for n in self.toa_peers.networks]})"
+        return (
+            f"ConnectionResolver(toa={self.toa}, toa_peers={[str(n) for n in self.toa_peers.networks]}, "
+            f"proxy_protocol={self.proxy_protocol})"
+        )
+
+    def expects_proxy_header(self, peer: tuple[str, int] | None) -> bool | None:
+        """For a new connection: ``True`` read a PROXY header first, ``False`` serve
+        it as it is, ``None`` close it (a peer not allowed to send one)."""
+        if not self.proxy_protocol:
+            return False
+        try:
+            allowed = peer is not None and parse_ip(peer[0]) in self.proxy_protocol_peers
+        except AddressError:
+            allowed = False
+        if allowed:
+            return True
+        return False if self.proxy_protocol_others == "serve" else None
+
+    def proxy_header_reader(self) -> ProxyProtocolReader:
+        return ProxyProtocolReader()
+
+    def from_proxy_header(self, header: ProxyHeader, peer: tuple[str, int] | list[object] | None) -> Resolution:
+        """The connection's answer from a PROXY header its (allowed) peer sent.
+
+        ``LOCAL`` (v2, health checks) and ``UNKNOWN`` (v1) mean "the socket's
+        own addresses": the load balancer itself is the client.
+        """
+        base = peer_resolution(tuple(peer)) if peer is not None else peer_resolution(None)  # type: ignore[arg-type]
+        client = header.client
+        if client is None:
+            return Resolution(client=base.client, peer=base.peer, source=base.source, proxy_protocol=header)
+        hops = (base.client[0],) if base.client is not None else ()
+        return Resolution(
+            client=(str(client[0]), client[1]),
+            peer=base.peer,
+            source=Source.PROXY_PROTOCOL,
+            hops=hops,
+            proxy_protocol=header,
+        )
 
     @property
     def asks_toa(self) -> bool:

@@ -11,9 +11,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from .core import Resolver
-from .wsgi import ConnectionLookup
-from .wsgi import resolve as resolve_environ
+from .wsgi import EnvironResolver
 
 __all__ = ["RealIPMiddleware"]
 
@@ -49,8 +47,7 @@ class RealIPMiddleware:
 
             raise ConfigError("settings.REALIP", options, "expected a dict of realip options")
         self.settings = Settings.build(**options)
-        self._resolver = Resolver()
-        self._connection = ConnectionLookup(self.settings.connection_resolver())
+        self._environ = EnvironResolver(self.settings)
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -58,25 +55,23 @@ class RealIPMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self.__acall__(request)
-        self._apply(request)
-        return self.get_response(request)
+        return self._apply(request) or self.get_response(request)
 
     async def __acall__(self, request: Any) -> Any:
-        self._apply(request)
-        return await self.get_response(request)
+        return self._apply(request) or await self.get_response(request)
 
-    def _apply(self, request: Any) -> None:
-        meta = request.META
+    def _apply(self, request: Any) -> Any:
+        """Apply the answer to the request; a 400 response when it must be rejected."""
         scope = getattr(request, "scope", None)
-        if scope is None:  # WSGIRequest: META is the server's environ
-            request.realip = resolve_environ(self._resolver, self._connection, meta)
-            return
-        # ASGIRequest: the ASGI server logs from the scope, Django reads META.
-        connection = scope.get("extensions", {}).get("realip.connection")
-        resolution = connection or self._resolver.resolve_peer(scope.get("client"))
-        if resolution.client is not None:
+        # WSGIRequest: META is the server's environ. ASGIRequest: META was built
+        # from the scope, and the ASGI server logs from the scope.
+        connection = scope.get("extensions", {}).get("realip.connection") if scope is not None else None
+        resolution = self._environ(request.META, connection)
+        if resolution is None:
+            from django.http import HttpResponseBadRequest
+
+            return HttpResponseBadRequest("Bad forwarding header\n", content_type="text/plain; charset=utf-8")
+        if scope is not None and resolution.client is not None:
             scope["client"] = resolution.client
-            meta["REMOTE_ADDR"] = resolution.client[0]
-            meta["REMOTE_PORT"] = str(resolution.client[1])
-        meta["realip"] = resolution
         request.realip = resolution
+        return None

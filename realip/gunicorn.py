@@ -19,12 +19,19 @@ __all__ = ["UvicornH11Worker", "UvicornWorker"]
 
 
 class UvicornWorker(_UvicornWorker):
-    """``uvicorn_worker.UvicornWorker`` with ``realip.uvicorn``'s HTTP and WebSocket protocols."""
+    """``uvicorn_worker.UvicornWorker`` with ``realip.uvicorn``'s HTTP and WebSocket protocols.
+
+    uvicorn's own proxy-header handling is switched off: it would rewrite the
+    client from ``X-Forwarded-For`` for any peer in gunicorn's
+    ``forwarded_allow_ips`` (``127.0.0.1,::1`` by default) before realip sees
+    the socket peer. realip's middleware reads the headers instead.
+    """
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         "loop": "auto",
         "http": "realip.uvicorn:AutoHTTPProtocol",
         "ws": "realip.uvicorn:AutoWebSocketsProtocol",
+        "proxy_headers": False,
     }
 
 
@@ -35,4 +42,5 @@ class UvicornH11Worker(UvicornWorker):
         "loop": "asyncio",
         "http": "realip.uvicorn:H11Protocol",
         "ws": "realip.uvicorn:AutoWebSocketsProtocol",
+        "proxy_headers": False,
     }

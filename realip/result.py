@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from .proxy_protocol import ProxyHeader
     from .toa import TOAAnswer
 
 __all__ = ["Resolution", "Source"]
@@ -54,6 +55,15 @@ class Resolution:
     """Why a forwarding header was not believed, when it was not."""
     toa: TOAAnswer | None = None
     """The TOA module's answer for this connection, when it was asked."""
+    proxy_protocol: ProxyHeader | None = None
+    """The PROXY protocol header of this connection (addresses and TLVs:
+    ``.authority``, ``.alpn``, ``.unique_id``, ``.ssl``, ...), when one was read."""
+    scheme: str | None = None
+    """The scheme the client used (``"https"``...), from ``X-Forwarded-Proto`` or
+    ``Forwarded proto=``, when ``forwarded_proto`` is on and a trusted proxy said so."""
+    host: str | None = None
+    """The host the client asked for, from ``X-Forwarded-Host`` or ``Forwarded
+    host=``, when ``forwarded_host`` is on and a trusted proxy said so."""
 
     @property
     def ip(self) -> str | None:

@@ -29,9 +29,11 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
 
+from ._log import RateLimitedLog
 from .address import IPNetwork
 from .config import connection_options_from_env
 from .connection import DEFAULT_TOA_PEERS, ConnectionResolver
+from .proxy_protocol import ProxyProtocolError, ProxyProtocolReader
 from .result import Resolution
 
 __all__ = [  # noqa: F822 - the WebSocket classes are built on first access (module __getattr__)
@@ -49,6 +51,7 @@ __all__ = [  # noqa: F822 - the WebSocket classes are built on first access (mod
 #: ``id(transport)``; the WebSocket protocol takes it over. Entries live as long
 #: as their connection: removed on upgrade or in ``connection_lost``.
 _handoff: dict[int, Resolution] = {}
+_errors = RateLimitedLog()
 
 
 class ConnectionApp:
@@ -84,6 +87,8 @@ class _ConnectionMixin:
         return resolver
 
     def _realip_apply(self, transport: asyncio.BaseTransport, resolution: Resolution | None) -> None:
+        if not _checked_proxy_headers:
+            _check_proxy_headers(self.app)
         if resolution is None:
             resolution = self._realip_resolver().resolve(transport.get_extra_info("socket"), self.client)
         if resolution.client is not None:
@@ -93,12 +98,65 @@ class _ConnectionMixin:
 
 
 class _HTTPMixin(_ConnectionMixin):
+    _realip_reader: ProxyProtocolReader | None = None
+    _realip_deadline: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
+        resolver = self._realip_resolver()
+        expects = resolver.expects_proxy_header(self.client)
+        if expects is None:
+            _errors.warning("connection closed: peer may not send a PROXY header", str(self.client and self.client[0]))
+            transport.close()
+            return
+        if expects:
+            # Hold everything back from the HTTP parser until the header is complete.
+            self._realip_reader = resolver.proxy_header_reader()
+            loop = asyncio.get_running_loop()
+            self._realip_deadline = loop.call_later(resolver.proxy_protocol_timeout, self._realip_too_slow, transport)
+            return
         self._realip_apply(transport, None)
         _handoff[id(transport)] = self._realip_resolution
 
+    def data_received(self, data: bytes) -> None:
+        reader = self._realip_reader
+        if reader is None:
+            super().data_received(data)  # type: ignore[misc]
+            return
+        transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
+        try:
+            header = reader.feed(data)
+        except ProxyProtocolError as exc:
+            self._realip_abort(transport, "malformed PROXY header", str(exc))
+            return
+        if header is None:
+            return  # need more: the deadline is still running
+        self._realip_reader = None
+        self._realip_cancel_deadline()
+        self._realip_apply(transport, self._realip_resolver().from_proxy_header(header, self.client))
+        _handoff[id(transport)] = self._realip_resolution
+        rest = reader.rest
+        if rest:
+            super().data_received(rest)  # type: ignore[misc]
+
+    def _realip_too_slow(self, transport: asyncio.BaseTransport) -> None:
+        if self._realip_reader is not None:
+            self._realip_abort(transport, "PROXY header not complete in time", str(self.client and self.client[0]))
+
+    def _realip_abort(self, transport: asyncio.BaseTransport, reason: str, detail: str) -> None:
+        # Nothing of this connection reaches the application.
+        self._realip_reader = None
+        self._realip_cancel_deadline()
+        _errors.warning(f"connection closed: {reason}", detail)
+        transport.close()
+
+    def _realip_cancel_deadline(self) -> None:
+        if self._realip_deadline is not None:
+            self._realip_deadline.cancel()
+            self._realip_deadline = None
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._realip_cancel_deadline()
         _handoff.pop(id(self.transport), None)  # type: ignore[attr-defined]
         super().connection_lost(exc)  # type: ignore[misc]
 
@@ -110,6 +168,31 @@ class _WebSocketMixin(_ConnectionMixin):
 
 
 _default: ConnectionResolver | None = None
+_checked_proxy_headers = False
+
+
+def _check_proxy_headers(app: Any) -> None:
+    """Warn (once) when uvicorn's own ProxyHeadersMiddleware runs before realip.
+
+    It is on by default and trusts ``127.0.0.1,::1`` (``--forwarded-allow-ips``):
+    it rewrites the client from ``X-Forwarded-For`` before realip sees the socket
+    peer, and it knows nothing of TOA, mapped addresses or ``Forwarded``.
+    """
+    global _checked_proxy_headers
+    _checked_proxy_headers = True
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    while app is not None:
+        if isinstance(app, ProxyHeadersMiddleware):
+            import logging
+
+            logging.getLogger("realip").warning(
+                "realip: uvicorn's proxy headers are on (--forwarded-allow-ips, 127.0.0.1,::1 by default): "
+                "they rewrite the client from X-Forwarded-For before realip sees the socket peer. Start "
+                "uvicorn with --no-proxy-headers and give realip trusted_proxies instead."
+            )
+            return
+        app = getattr(app, "app", None)
 
 
 def _default_resolver() -> ConnectionResolver:
@@ -180,16 +263,24 @@ def __getattr__(name: str) -> object:
 
 
 def protocols(
-    *, toa: bool = True, toa_peers: str | Iterable[str | IPNetwork] = DEFAULT_TOA_PEERS, http: str = "auto"
+    *,
+    http: str = "auto",
+    toa: bool = True,
+    toa_peers: str | Iterable[str | IPNetwork] = DEFAULT_TOA_PEERS,
+    **proxy_protocol: Any,
 ) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol] | None]:
     """``(http_class, ws_class)`` with their own settings, for ``uvicorn.run()``::
 
         http, ws = realip.uvicorn.protocols(toa_peers=["10.0.0.0/24"])
         uvicorn.run(app, http=http, ws=ws)
 
-    The configuration is validated here, at start-up.
+        http, ws = realip.uvicorn.protocols(proxy_protocol=True, proxy_protocol_peers=["10.0.0.5"])
+
+    ``proxy_protocol*`` options are those of
+    :class:`~realip.connection.ConnectionResolver`. The configuration is
+    validated here, at start-up.
     """
-    resolver = ConnectionResolver(toa=toa, toa_peers=toa_peers)
+    resolver = ConnectionResolver(toa=toa, toa_peers=toa_peers, **proxy_protocol)
     bases = {"auto": AutoHTTPProtocol, "h11": H11Protocol, "httptools": AutoHTTPProtocol}
     if http not in bases:
         from .errors import ConfigError

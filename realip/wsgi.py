@@ -84,18 +84,26 @@ class RealIPWSGIMiddleware:
 
     Rewrites ``environ["REMOTE_ADDR"]`` and ``environ["REMOTE_PORT"]`` in
     place. gunicorn and the Werkzeug dev server write their access log from
-    that same environ, so the log agrees with the application.
+    that same environ, so the log agrees with the application. The decision is
+    ``environ["realip"]``, a :class:`~realip.Resolution` that keeps the
+    original peer and the source.
 
-    The decision is published as ``environ["realip"]``, a
-    :class:`~realip.Resolution` that keeps the original peer
-    (``environ["realip"].peer``) and the source.
+    Options are those of :class:`realip.RealIPMiddleware` (``trusted_proxies``,
+    ``strategy``, ``on_failure``, ``forwarded_proto``, ``forwarded_host``, ...),
+    with the same trust rules: a forwarding header is read only when the peer
+    is a trusted proxy, and removed from the environ when it is not. With
+    ``forwarded_proto`` / ``forwarded_host`` a trusted proxy's scheme and host
+    go into ``wsgi.url_scheme`` and ``HTTP_HOST``.
 
     ``toa`` (default on) asks the kernel TOA module, once per connection, for
     the NAT64 client behind a load balancer in ``toa_peers`` (default: Huawei
-    ELB's ``100.125.0.0/16`` and ``100.126.0.0/16``); a connection from any other
-    peer is never asked about, and a host without the module is asked once a
-    minute at most. Both can also come from ``REALIP_TOA`` /
-    ``REALIP_TOA_PEERS``; an argument given here wins.
+    ELB's ``100.125.0.0/16`` and ``100.126.0.0/16``); a connection from any
+    other peer is never asked about, and a host without the module is asked
+    once a minute at most. It needs the server to expose the socket (gunicorn,
+    Werkzeug, uWSGI ``--http-socket``); on others it says so once in the log.
+
+    Every option can also come from a ``REALIP_*`` variable; a bad value
+    raises :class:`~realip.ConfigError` here, at start-up.
 
     Use with Flask: ``app.wsgi_app = RealIPWSGIMiddleware(app.wsgi_app)``; with
     any WSGI application: ``application = RealIPWSGIMiddleware(application)``.
@@ -106,21 +114,74 @@ class RealIPWSGIMiddleware:
 
         self.app = app
         self.settings = Settings.build(**options)
-        self._resolver = Resolver()
-        self._connection = ConnectionLookup(self.settings.connection_resolver())
+        self._apply = EnvironResolver(self.settings)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        resolve(self._resolver, self._connection, environ)
+        if self._apply(environ) is None:
+            return _reject(start_response)
         return self.app(environ, start_response)
 
 
-def resolve(resolver: Resolver, connection: ConnectionLookup, environ: Environ) -> Resolution:
+def _environ_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+class EnvironResolver:
     """Decide and apply the answer for one WSGI environ (shared with Django)."""
-    resolution = resolver.resolve_peer((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")))
-    resolution = connection(environ, resolution)
-    client = resolution.client
-    if client is not None:
-        environ["REMOTE_ADDR"] = client[0]
-        environ["REMOTE_PORT"] = str(client[1])
-    environ["realip"] = resolution
-    return resolution
+
+    def __init__(self, settings: Any) -> None:
+        self.resolver = resolver = Resolver(settings)
+        self.connection = ConnectionLookup(settings.connection_resolver())
+        header = resolver.header
+        self.key = _environ_key(header) if header is not None else None
+        self.proto_key = "HTTP_X_FORWARDED_PROTO" if settings.forwarded_proto and header != "forwarded" else None
+        self.host_key = "HTTP_X_FORWARDED_HOST" if settings.forwarded_host and header != "forwarded" else None
+        self.strip = settings.strip_untrusted_headers
+
+    def __call__(self, environ: Environ, connection: Resolution | None = None) -> Resolution | None:
+        """The answer, applied to ``environ``; ``None`` when the request must be rejected.
+
+        ``connection`` is a connection-level answer already made by the server
+        integration (Django under an ASGI server), else it is found here.
+        """
+        resolver = self.resolver
+        if connection is None:
+            resolution = resolver.resolve_peer((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")))
+            resolution = self.connection(environ, resolution)
+        else:
+            resolution = connection
+        key = self.key
+        if key is not None:
+            if resolver.trusts(resolution):
+                resolution = resolver.apply(
+                    resolution,
+                    environ.get(key, ""),
+                    environ.get(self.proto_key) if self.proto_key else None,
+                    environ.get(self.host_key) if self.host_key else None,
+                )
+                environ["realip"] = resolution
+                if resolution.error is not None and resolver.reject:
+                    return None
+                if resolution.scheme is not None:
+                    environ["wsgi.url_scheme"] = resolution.scheme
+                if resolution.host is not None:
+                    environ["HTTP_HOST"] = resolution.host
+            elif self.strip:
+                for name in (key, self.proto_key, self.host_key):
+                    if name is not None:
+                        environ.pop(name, None)
+        client = resolution.client
+        if client is not None:
+            environ["REMOTE_ADDR"] = client[0]
+            environ["REMOTE_PORT"] = str(client[1])
+        environ["realip"] = resolution
+        return resolution
+
+
+def _reject(start_response: StartResponse) -> Iterable[bytes]:
+    # The reason is in the log, not in the response: it may quote what a client sent.
+    body = b"Bad forwarding header\n"
+    start_response(
+        "400 Bad Request", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    )
+    return [body]

@@ -1,35 +1,15 @@
-"""Shared fixtures. Servers are real processes on loopback; see support/servers.py."""
+"""Shared set-up. Servers are real processes on loopback (support/servers.py),
+proxies are real nginx / HAProxy (support/proxies.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
+import socket
 
 import pytest
-
-#: Under CI every test must run: a missing system program is a failure there.
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_program(name: str) -> str:
-    """Path of a system program (nginx, haproxy, curl, wrk).
-
-    On a laptop without it the test is skipped; under ``CI=true`` that skip
-    becomes a failure, because ``.ci/run`` installs every program the suite needs.
-    """
-    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/sbin/{name}"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    message = f"{name} is not installed (Debian package: see .ci/run)"
-    if IN_CI:
-        pytest.fail(message + "; under CI=true this is a failure, not a skip")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def loopback_v6() -> None:
     """Fail (not skip) when ::1 is missing: IPv6 clients are part of the contract."""
-    import socket
-
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
         s.bind(("::1", 0))

@@ -88,6 +88,14 @@ class Server:
             time.sleep(0.05)
 
 
+def _wait_for_log(server: Server, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in server.log():
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name} did not start:\n{server.log()[-4000:]}")
+        time.sleep(0.05)
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -110,6 +118,7 @@ def serve(
     env: dict[str, str] | None = None,
     cwd: Path = ROOT,
     ready_path: str = "/",
+    ready: bool = True,
 ) -> Iterator[Server]:
     """Run ``argv`` with ``{fd}`` replaced by the listening socket's descriptor.
 
@@ -137,6 +146,10 @@ def serve(
         )
     server = Server(name, process, port, log_path, sock)
     try:
+        if not ready:  # the caller checks readiness its own way (e.g. PROXY protocol listeners)
+            _wait_for_log(server, "Uvicorn running", START_TIMEOUT)
+            yield server
+            return
         ready_host = "::1" if family == "v6" else "127.0.0.1"
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -162,7 +175,12 @@ def tool(name: str) -> str:
 
 # The argv of each server the suite runs. ``{fd}`` is the listening socket.
 def uvicorn_argv(app: str, *, http: str = "h11", ws: str = "auto", extra: Sequence[str] = ()) -> list[str]:
-    return [tool("uvicorn"), app, "--fd", "{fd}", "--http", http, "--ws", ws, "--log-level", "info", *extra]
+    # --no-proxy-headers: uvicorn's own X-Forwarded-For handling (on by default,
+    # trusting 127.0.0.1 and ::1) would run before realip; docs/proxies.md says so.
+    return [
+        tool("uvicorn"), app, "--fd", "{fd}", "--http", http, "--ws", ws, "--log-level", "info", "--no-proxy-headers",
+        *extra,
+    ]  # fmt: skip
 
 
 def gunicorn_argv(app: str, *, worker: str = "sync", extra: Sequence[str] = ()) -> list[str]:

@@ -1,0 +1,510 @@
+"""Strategies: how a deployment says which forwarding header to believe, and how far.
+
+"Strategies, not flags" (realclientip-go): each way of deciding is a small named
+class that checks its configuration in its constructor (raising
+:class:`~realip.ConfigError`) and has one method, ``decide(value, trusted)``, that
+turns the header text into a :class:`Decision`. Pick the one that describes the
+topology in front of the application:
+
+* :class:`RightmostUntrusted` (the default): proxies you list as trusted append to
+  ``X-Forwarded-For`` or ``Forwarded``; the client is the rightmost entry that is not
+  one of them. The safe choice whenever the proxies' addresses are known.
+* :class:`HopCount`: exactly N appending proxies, whose addresses you cannot list
+  (a cloud load balancer with changing addresses): the client is the Nth entry from
+  the right.
+* :class:`SingleHeader`: the proxy *sets* (overwrites) a header holding one address,
+  such as ``X-Real-IP`` or ``CF-Connecting-IP``.
+
+One header per deployment: a list of headers tried in turn lets the client pick the
+one the proxy did not clean. :func:`strategy_from_name` builds a strategy from one
+configuration string (an environment variable).
+
+Every ``decide`` is only called once the caller has checked that the socket peer is a
+trusted proxy (a header from anyone else is the client talking about itself, and is
+never read). ``decide`` never raises: whatever the header holds, the answer is a
+:class:`Decision` whose ``ip`` is a parsed address or ``None`` ("use the peer"), with
+``error`` saying why the header was not (fully) believed.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Final, Protocol
+
+from .address import IPAddress, TrustedNetworks
+from .errors import ConfigError
+from .forwarding import (
+    MAX_ENTRIES,
+    MAX_HEADER_LENGTH,
+    ForwardedElement,
+    last_entries,
+    parse_forwarded_element,
+    parse_list_entry,
+    rsplit_forwarded,
+    snippet,
+)
+
+__all__ = [
+    "MISSING",
+    "SINGLE_ADDRESS_HEADERS",
+    "Decision",
+    "HopCount",
+    "RightmostUntrusted",
+    "SingleHeader",
+    "Strategy",
+    "strategy_from_name",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a strategy made of one header value.
+
+    ``ip`` is the client, or ``None``: the strategy declined and the caller uses the
+    socket peer. ``port`` is the client port when the chosen entry carried one.
+    ``hops`` are the trusted proxy entries walked past, in header order (nearest
+    last); the socket peer itself is not among them. ``error`` says why the header was
+    not believed, or only partly (the walk stopped early); it is a short fixed-format
+    text with at most a cut, ``ascii()``'d snippet of the bad entry, safe to log.
+    ``proto`` and ``host`` are the ``Forwarded`` ``proto=`` and ``host=`` of the
+    chosen element (validated, lower-cased), else ``None``.
+    """
+
+    ip: IPAddress | None
+    port: int | None
+    hops: tuple[IPAddress, ...]
+    error: str | None
+    proto: str | None = None
+    host: str | None = None
+
+
+class Strategy(Protocol):
+    """What the adapters need from a strategy (the classes here, or your own)."""
+
+    @property
+    def header(self) -> str:
+        """The lower-case name of the header to read."""
+
+    def decide(self, value: str, trusted: TrustedNetworks) -> Decision:
+        """Decide from the header text (all instances joined with ``","``; ``""`` when absent)."""
+
+
+_new_object = object.__new__
+_set_ip = Decision.__dict__["ip"].__set__  # the slot descriptor
+_set_port = Decision.__dict__["port"].__set__  # the slot descriptor
+_set_hops = Decision.__dict__["hops"].__set__  # the slot descriptor
+_set_error = Decision.__dict__["error"].__set__  # the slot descriptor
+_set_proto = Decision.__dict__["proto"].__set__  # the slot descriptor
+_set_host = Decision.__dict__["host"].__set__  # the slot descriptor
+
+
+def _make(
+    ip: IPAddress | None,
+    port: int | None,
+    hops: tuple[IPAddress, ...],
+    error: str | None,
+    proto: str | None = None,
+    host: str | None = None,
+) -> Decision:
+    """``Decision(...)`` at half the cost: a frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__`` per field, which is a quarter of a whole ``decide``. Same
+    object, same fields (``tests/test_strategies.py`` compares the two)."""
+    decision = _new_object(Decision)
+    _set_ip(decision, ip)
+    _set_port(decision, port)
+    _set_hops(decision, hops)
+    _set_error(decision, error)
+    _set_proto(decision, proto)
+    _set_host(decision, host)
+    return decision
+
+
+#: ``Decision.error`` when the header is absent or blank: a trusted proxy that sent
+#: none (its own health check, say). A plain decline; nothing was forged.
+MISSING: Final = "missing header"
+_MISSING: Final = Decision(None, None, (), MISSING)
+
+# A walked trusted hop: (ip, port, element or None).
+_Hop = tuple[IPAddress, "int | None", "ForwardedElement | None"]
+
+
+def _hops(walked: list[_Hop]) -> tuple[IPAddress, ...]:
+    """``walked`` is rightmost first; hops are in header order, nearest last."""
+    if len(walked) < 2:
+        return (walked[0][0],) if walked else ()
+    return tuple([hop[0] for hop in reversed(walked)])
+
+
+def _decision(ip: IPAddress, port: int | None, element: ForwardedElement | None, walked: list[_Hop]) -> Decision:
+    if element is None:
+        return _make(ip, port, _hops(walked), None)
+    return _make(ip, port, _hops(walked), None, element.proto, element.host)
+
+
+def _stop(walked: list[_Hop], reason: str) -> Decision:
+    """The walk stopped at garbage (or a cut): the last trusted hop is the client, if any."""
+    if not walked:
+        return _make(None, None, (), reason)
+    ip, port, element = walked.pop()
+    if element is None:
+        return _make(ip, port, _hops(walked), reason)
+    return _make(ip, port, _hops(walked), reason, element.proto, element.host)
+
+
+def _failed(exc: Exception) -> Decision:
+    return _make(None, None, (), f"internal error: {type(exc).__name__}")
+
+
+def _element_address(element: ForwardedElement) -> tuple[IPAddress, int | None] | str:
+    """The ``for=`` address of an element, or why there is none (which stops a walk)."""
+    if element.error is not None:
+        return element.error
+    node = element.for_
+    if node is None:
+        return "element without for="
+    if node.ip is None:
+        return f"for={snippet(node.name or '')} is not an address"
+    port = node.port
+    return node.ip, port if isinstance(port, int) else None
+
+
+# --------------------------------------------------------------------------- header names
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^`|~0-9a-z]{1,64}\Z")
+
+#: Headers that never carry a client address; naming one is a configuration mistake.
+_REFUSED: Final = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "authorization",
+        "connection",
+        "content-length",
+        "content-type",
+        "cookie",
+        "expect",
+        "host",
+        "keep-alive",
+        "origin",
+        "proxy-authorization",
+        "referer",
+        "set-cookie",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "via",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-proto",
+        "x-forwarded-scheme",
+    }
+)
+
+#: Headers a proxy or CDN *sets* to one client address; :func:`strategy_from_name`
+#: maps their bare names to :class:`SingleHeader`.
+SINGLE_ADDRESS_HEADERS: Final = frozenset(
+    {
+        "cf-connecting-ip",  # Cloudflare
+        "fastly-client-ip",  # Fastly
+        "fly-client-ip",  # Fly.io
+        "true-client-ip",  # Akamai, Cloudflare Enterprise
+        "x-azure-clientip",  # Azure Front Door
+        "x-envoy-external-address",  # Envoy
+        "x-real-ip",  # nginx convention
+    }
+)
+
+
+def _header_name(name: object, option: str = "header") -> str:
+    if not isinstance(name, str) or not name.isascii():  # "\u212a".lower() is "k"
+        raise ConfigError(option, name, "expected a header name (an ASCII str)")
+    text = name.lower()  # no strip(): "x-real-ip " in code is a typo (strategy_from_name trims)
+    if "_" in text:
+        # WSGI turns both "X-Real-IP" and "X_Real_IP" into HTTP_X_REAL_IP: a client
+        # could send the underscore spelling past a proxy that only cleans the other.
+        raise ConfigError(option, name, "write header names with dashes, not underscores (x-real-ip)")
+    if not _TOKEN.match(text):
+        raise ConfigError(option, name, "not an HTTP header name (RFC 7230 token, at most 64 characters)")
+    if text in _REFUSED:
+        raise ConfigError(option, name, "this header never carries a client address")
+    return text
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@dataclass(frozen=True, slots=True)
+class RightmostUntrusted:
+    """The client is the rightmost entry that is not a trusted proxy.
+
+    Walks the header from the right, passing entries that are in ``trusted`` (the
+    proxies' own addresses, which they appended), and returns the first entry that is
+    not: everything left of it was written by the client and is never believed. If
+    every entry is trusted, the leftmost is the client (nginx ``real_ip_recursive``).
+
+    An entry that is not an address (garbage, ``""``, ``unknown``, ``_hidden``, a
+    malformed ``Forwarded`` element, an element without ``for=``) stops the walk:
+    nothing left of it is believed. The decision is then the last trusted hop passed
+    (the entry just right of the garbage), or ``None`` when the garbage is rightmost,
+    with ``error`` set: that hop is a trusted proxy, so a caller that would rather
+    refuse the request than attribute it to a proxy checks ``error``. The same
+    happens when the walk reaches the cut of a header with
+    more than :data:`~realip.forwarding.MAX_ENTRIES` entries or longer than
+    :data:`~realip.forwarding.MAX_HEADER_LENGTH`; a client padding the left of the
+    header changes nothing, since the walk never gets there.
+
+    ``header`` is ``"x-forwarded-for"`` (default), ``"forwarded"`` (RFC 7239, which
+    also gives ``proto`` and ``host``), or any header holding a comma-separated list of
+    addresses.
+    """
+
+    header: str = "x-forwarded-for"
+    _forwarded: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        header = _header_name(self.header)
+        object.__setattr__(self, "header", header)
+        object.__setattr__(self, "_forwarded", header == "forwarded")
+
+    def __str__(self) -> str:
+        return f"rightmost:{self.header}"
+
+    def decide(self, value: str, trusted: TrustedNetworks) -> Decision:
+        try:
+            if self._forwarded:
+                return _rightmost_forwarded(value, trusted)
+            return _rightmost_list(value, trusted)
+        except Exception as exc:  # never on any input; the tests hold it to that
+            return _failed(exc)
+
+
+_inet_pton = socket.inet_pton
+_AF_INET = socket.AF_INET
+
+
+def _rightmost_list(value: str, trusted: TrustedNetworks) -> Decision:
+    if not value:
+        return _MISSING
+    entries = value.rsplit(",", MAX_ENTRIES)
+    cut = None
+    if len(entries) > MAX_ENTRIES or len(value) > MAX_HEADER_LENGTH:
+        entries, cut = last_entries(value)
+    elif len(entries) == 1 and not value.strip(" \t"):
+        return _MISSING
+    walked: list[_Hop] = []
+    for i in range(len(entries) - 1, -1, -1):
+        text = entries[i].strip(" \t")
+        ip: IPAddress | None = None
+        port: int | None = None
+        if ":" not in text:  # inlined fast path of parse_list_entry for bare IPv4
+            try:
+                ip = IPv4Address(_inet_pton(_AF_INET, text))
+            except (OSError, ValueError):
+                ip = None  # the careful path below decides, and says why
+        if ip is None:
+            parsed = parse_list_entry(text)
+            if isinstance(parsed, str):
+                return _stop(walked, parsed)
+            ip, port = parsed
+        if ip not in trusted:
+            return _make(ip, port, _hops(walked), None)
+        walked.append((ip, port, None))
+    if cut is not None:
+        return _stop(walked, cut)
+    client, client_port, _ = walked.pop()
+    return _make(client, client_port, _hops(walked), None)
+
+
+def _rightmost_forwarded(value: str, trusted: TrustedNetworks) -> Decision:
+    walked: list[_Hop] = []
+    for text in rsplit_forwarded(value):
+        if not isinstance(text, str):  # the Cut
+            return _stop(walked, text.reason)
+        element = parse_forwarded_element(text)
+        found = _element_address(element)
+        if isinstance(found, str):
+            return _stop(walked, found)
+        ip, port = found
+        if ip not in trusted:
+            return _decision(ip, port, element, walked)
+        walked.append((ip, port, element))
+    if not walked:
+        return _MISSING
+    client, client_port, client_element = walked.pop()
+    return _decision(client, client_port, client_element, walked)
+
+
+@dataclass(frozen=True, slots=True)
+class HopCount:
+    """Exactly ``hops`` proxies stand in front of the application: the client is the ``hops``-th entry from the right.
+
+    For when the proxies' addresses cannot be listed. Each of the ``hops`` proxies
+    appends the address it received the request from, so the last ``hops`` entries
+    are theirs and the one ``hops`` from the right is what the outermost proxy saw:
+    behind one appending proxy, ``hops=1`` takes the rightmost entry. ``trusted`` is
+    not consulted past the socket peer: the count *is* the trust, so it must match
+    the topology exactly (one too many and the client chooses its address).
+
+    Declines (``ip=None``, ``error`` set) when the header has fewer than ``hops``
+    entries, or when one of the last ``hops`` entries is not an address. ``hops`` runs
+    from 1 to :data:`~realip.forwarding.MAX_ENTRIES`.
+    """
+
+    header: str
+    hops: int
+    _forwarded: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        header = _header_name(self.header)
+        hops = self.hops
+        if not isinstance(hops, int) or isinstance(hops, bool) or not 1 <= hops <= MAX_ENTRIES:
+            raise ConfigError("hops", hops, f"expected a whole number of proxies from 1 to {MAX_ENTRIES}")
+        object.__setattr__(self, "header", header)
+        object.__setattr__(self, "_forwarded", header == "forwarded")
+
+    def __str__(self) -> str:
+        return f"{self.header}:{self.hops}"
+
+    def decide(self, value: str, trusted: TrustedNetworks) -> Decision:
+        try:
+            hops = self.hops
+            if self._forwarded:
+                texts: list[str] = []
+                cut = None
+                for text in rsplit_forwarded(value, hops):
+                    if isinstance(text, str):
+                        texts.append(text)
+                    else:
+                        cut = text.reason
+                texts.reverse()
+            else:
+                texts, cut = last_entries(value, hops)
+            if not texts and cut is None:
+                return _MISSING
+            if len(texts) < hops:
+                if cut is not None:
+                    return _make(None, None, (), cut)
+                return _make(None, None, (), f"expected {hops} entries, found {len(texts)}")
+            walked: list[_Hop] = []
+            for i in range(len(texts) - 1, -1, -1):
+                element: ForwardedElement | None
+                if self._forwarded:
+                    element = parse_forwarded_element(texts[i])
+                    found = _element_address(element)
+                else:
+                    element = None
+                    found = parse_list_entry(texts[i])
+                if isinstance(found, str):
+                    return _make(None, None, (), found)
+                ip, port = found
+                walked.append((ip, port, element))
+            ip, port, element = walked.pop()
+            return _decision(ip, port, element, walked)
+        except Exception as exc:
+            return _failed(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class SingleHeader:
+    """A header the trusted proxy *sets* to exactly one client address.
+
+    For ``X-Real-IP`` (nginx ``proxy_set_header X-Real-IP $remote_addr``),
+    ``CF-Connecting-IP``, ``True-Client-IP`` and the like. Only use it for a header
+    the proxy always overwrites: one it passes through unchanged is the client's own
+    words. A port and brackets are accepted (``[2001:db8::1]:443``).
+
+    Declines (``ip=None``, ``error`` set) when the value is not exactly one address:
+    several instances of the header (joined with ``","``) or a list mean something
+    upstream appended instead of overwriting, and nothing in it is believed.
+    ``Forwarded`` is refused here: use :class:`RightmostUntrusted` or
+    :class:`HopCount`.
+    """
+
+    header: str
+
+    def __post_init__(self) -> None:
+        header = _header_name(self.header)
+        if header == "forwarded":
+            raise ConfigError(
+                "header", self.header, "Forwarded is a list: use RightmostUntrusted('forwarded') or HopCount"
+            )
+        object.__setattr__(self, "header", header)
+
+    def __str__(self) -> str:
+        return f"single:{self.header}"
+
+    def decide(self, value: str, trusted: TrustedNetworks) -> Decision:
+        try:
+            text = value.strip(" \t")
+            if not text:
+                return _MISSING
+            if "," in text:
+                return _make(None, None, (), f"several values {snippet(text)}")
+            found = parse_list_entry(text)
+            if isinstance(found, str):
+                return _make(None, None, (), found)
+            ip, port = found
+            return _make(ip, port, (), None)
+        except Exception as exc:
+            return _failed(exc)
+
+
+# --------------------------------------------------------------------------- configuration
+
+_GRAMMAR: Final = (
+    "expected 'x-forwarded-for', 'forwarded', 'rightmost:<header>', '<header>:<hops>', "
+    "'single:<header>' or one of " + ", ".join(sorted(SINGLE_ADDRESS_HEADERS))
+)
+
+
+def strategy_from_name(spec: str, *, option: str = "strategy") -> Strategy:
+    """Build a strategy from one configuration string, e.g. an environment variable.
+
+    Grammar (case-insensitive, surrounding spaces ignored)::
+
+        x-forwarded-for        RightmostUntrusted("x-forwarded-for")
+        forwarded              RightmostUntrusted("forwarded")   (RFC 7239)
+        rightmost:<header>     RightmostUntrusted(<header>), any list header
+        <header>:<hops>        HopCount(<header>, <hops>), e.g. x-forwarded-for:2
+        single:<header>        SingleHeader(<header>), e.g. single:x-client-address
+        x-real-ip              SingleHeader("x-real-ip"); likewise the other names in
+                               SINGLE_ADDRESS_HEADERS (cf-connecting-ip, true-client-ip,
+                               fastly-client-ip, fly-client-ip, x-azure-clientip,
+                               x-envoy-external-address)
+
+    Any other bare name is refused rather than guessed: say ``rightmost:`` or
+    ``single:``. ``str()`` of a strategy gives back a spec for it. Raises
+    :class:`~realip.ConfigError` naming ``option`` and ``spec``.
+    """
+    if not isinstance(spec, str):
+        raise ConfigError(option, spec, "expected a string")
+    text = spec.strip().lower()
+    if not text:
+        raise ConfigError(option, spec, "empty; " + _GRAMMAR)
+    try:
+        kind, sep, rest = text.partition(":")
+        if sep and kind == "rightmost":
+            return RightmostUntrusted(rest.strip())
+        if sep and kind == "single":
+            return SingleHeader(rest.strip())
+        name, sep, count = text.rpartition(":")
+        if sep:
+            count = count.strip()
+            if not (count.isascii() and count.isdigit() and len(count) <= 4):
+                raise ConfigError(option, spec, "after ':' expected a number of hops; " + _GRAMMAR)
+            return HopCount(name.strip(), int(count))
+        if text in ("x-forwarded-for", "forwarded"):
+            return RightmostUntrusted(text)
+        if text in SINGLE_ADDRESS_HEADERS:
+            return SingleHeader(text)
+        _header_name(text)  # a clearer message for names that are not headers at all
+        raise ConfigError(option, spec, "which strategy? " + _GRAMMAR)
+    except ConfigError as exc:
+        if exc.option == option:
+            raise
+        raise ConfigError(option, spec, f"{exc.option}: {exc.why}") from None
