@@ -9,8 +9,8 @@ from typing import Any
 
 from ._log import Once
 from .connection import ConnectionResolver
-from .core import Resolver
-from .result import Resolution
+from .core import Resolver, peer_resolution
+from .result import Resolution, Source
 
 __all__ = ["RealIPWSGIMiddleware"]
 
@@ -36,6 +36,7 @@ class ConnectionLookup:
     def __init__(self, resolver: ConnectionResolver) -> None:
         self.resolver = resolver
         self._by_socket: weakref.WeakKeyDictionary[object, Resolution] = weakref.WeakKeyDictionary()
+        self._peer_by_socket: weakref.WeakKeyDictionary[object, tuple[str, int]] = weakref.WeakKeyDictionary()
         self._once = Once()
 
     def __call__(self, environ: Environ, base: Resolution) -> Resolution:
@@ -52,6 +53,40 @@ class ConnectionLookup:
         if found is None or found.peer != base.peer:
             found = self.resolver.resolve(sock, base.peer)
             self._by_socket[sock] = found
+        return found
+
+    def gunicorn_proxy_protocol(self, environ: Environ) -> Resolution:
+        """The answer when gunicorn has parsed a PROXY header (``--proxy-protocol``).
+
+        gunicorn checks its own ``--proxy-allow-from`` and puts the header's
+        source in ``REMOTE_ADDR``; for ``LOCAL`` / ``UNKNOWN`` (health checks)
+        it leaves ``REMOTE_ADDR`` as ``None``, and the load balancer itself is
+        the client: realip asks the socket (once per connection). Reading what
+        gunicorn found, not parsing twice, is the point.
+        """
+        sock = environ.get("gunicorn.socket") or environ.get("gunicorn.sock")
+        peer = self._socket_peer(sock)
+        base = peer_resolution(peer) if peer is not None else peer_resolution(None)  # type: ignore[arg-type]
+        client = environ.get("REMOTE_ADDR")
+        if client is None:  # LOCAL / UNKNOWN
+            return base
+        found = peer_resolution((client, environ.get("REMOTE_PORT")))
+        if found.client is None:
+            return base
+        hops = (base.client[0],) if base.client is not None else ()
+        return Resolution(client=found.client, peer=base.peer, source=Source.PROXY_PROTOCOL, hops=hops)
+
+    def _socket_peer(self, sock: Any) -> tuple[str, int] | None:
+        if sock is None:
+            return None
+        found = self._peer_by_socket.get(sock)
+        if found is None:
+            try:
+                name = sock.getpeername()
+                found = (str(name[0]), int(name[1]))
+            except (OSError, TypeError, ValueError, IndexError):
+                return None
+            self._peer_by_socket[sock] = found
         return found
 
     def _without_socket(self, environ: Environ, base: Resolution) -> Resolution:
@@ -145,11 +180,13 @@ class EnvironResolver:
         integration (Django under an ASGI server), else it is found here.
         """
         resolver = self.resolver
-        if connection is None:
+        if connection is not None:
+            resolution = connection
+        elif "PROXY_PROTOCOL" in environ:  # gunicorn --proxy-protocol read a header
+            resolution = self.connection.gunicorn_proxy_protocol(environ)
+        else:
             resolution = resolver.resolve_peer((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")))
             resolution = self.connection(environ, resolution)
-        else:
-            resolution = connection
         key = self.key
         if key is not None:
             if resolver.trusts(resolution):

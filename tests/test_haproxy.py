@@ -18,7 +18,7 @@ import pytest
 
 from .support.clients import client, local_port, websocket_whoami
 from .support.proxies import haproxy
-from .support.servers import Server, serve, uvicorn_argv
+from .support.servers import Server, gunicorn_argv, serve, uvicorn_argv, uvicorn_run_argv
 
 LB = "127.0.0.10"
 SEND = {
@@ -42,11 +42,22 @@ ENV = {
 }
 
 
-@pytest.fixture(scope="module", params=["H11Protocol", "HttpToolsProtocol"])
+SERVERS = {
+    "H11Protocol": uvicorn("H11Protocol"),
+    "HttpToolsProtocol": uvicorn("HttpToolsProtocol"),
+    "gunicorn-realip-worker": gunicorn_argv("tests.apps.echo:asgi_app", worker="realip.gunicorn.UvicornWorker"),
+    "uvicorn-run-in-code": uvicorn_run_argv(
+        "tests.apps.echo:asgi_app", proxy_protocol=True, proxy_protocol_peers=LB, proxy_protocol_timeout=1, toa=False
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
 def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp(request.param)
-    # Readiness is checked from LB with a v2 LOCAL header below, not with a plain GET.
-    with serve(request.param, uvicorn(request.param), tmp, env=ENV, ready=False) as server:
+    # A plain GET would be refused (not from the load balancer): wait for the log instead.
+    ready = "Application startup complete"
+    with serve(request.param, SERVERS[request.param], tmp, env=ENV, ready=False, ready_log=ready) as server:
         server.extra["tmp"] = tmp
         yield server
 
@@ -207,3 +218,41 @@ def test_peer_not_on_the_allow_list_is_closed(app: Server) -> None:
     assert answer == b""
     assert "peer may not send a PROXY header" in app.log()
     still_serving(app)
+
+
+# ---------------------------------------------------------------- gunicorn's own PROXY protocol (WSGI)
+
+
+@pytest.fixture(scope="module", params=sorted(SEND))
+def gunicorn_lb(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[int, Server]]:
+    tmp = tmp_path_factory.mktemp(f"gunicorn-{request.param}")
+    # gunicorn compares the peer as reported: on a dual-stack socket that is ::ffff:127.0.0.10,
+    # which its allow-list does not match with 127.0.0.10 alone (docs/proxy-protocol.md).
+    allow = f"{LB},::ffff:{LB}"
+    argv = gunicorn_argv(
+        "tests.apps.echo:wsgi_app", worker="gthread", extra=["--proxy-protocol", "auto", "--proxy-allow-from", allow]
+    )
+    with serve("gunicorn", argv, tmp, ready=False, ready_log="Booting worker") as app:
+        values = {"UPSTREAM": app.port, "BIND": LB, "SEND_PROXY": SEND[request.param]}
+        with haproxy(tmp, "haproxy-send-proxy.cfg", **values) as (port, _):  # type: ignore[arg-type]
+            yield port, app
+
+
+@pytest.mark.parametrize("source", ["127.0.0.2", "::1"])
+def test_gunicorn_parses_and_realip_reads_what_it_found(gunicorn_lb: tuple[int, Server], source: str) -> None:
+    port, _ = gunicorn_lb
+    body, own_port = get(port, source)
+    assert body["client"] == [source, own_port]
+    assert body["source"] == "proxy-protocol"
+    assert body["peer"][0] == f"::ffff:{LB}" and body["hops"] == [LB]
+
+
+def test_gunicorn_local_health_checks_get_the_load_balancer_not_none(gunicorn_lb: tuple[int, Server]) -> None:
+    _, app = gunicorn_lb
+    # gunicorn leaves REMOTE_ADDR as None for LOCAL; realip puts the socket peer there,
+    # so gunicorn's access log names the load balancer.
+    text = app.wait_for_log(f"{LB} - ", timeout=10)
+    assert f"{LB} - - " in text and '"GET /health' in text
+    assert "None - -" not in text

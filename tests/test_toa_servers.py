@@ -24,6 +24,7 @@ from .support.servers import (
     gunicorn_argv,
     serve,
     uvicorn_argv,
+    uvicorn_run_argv,
     uwsgi_argv,
     waitress_argv,
     werkzeug_argv,
@@ -56,6 +57,7 @@ SERVERS = {
     "gunicorn-realip-uvicorn-worker": (
         gunicorn_argv("fastapi_app:app", worker="realip.gunicorn.UvicornWorker"), EXAMPLES, True,
     ),
+    "uvicorn-run-in-code": (uvicorn_run_argv("fastapi_app:app", http="h11", toa_peers=TOA_PEERS), EXAMPLES, True),
     "gunicorn-sync": (gunicorn_argv("flask_app:app", worker="sync"), EXAMPLES, False),
     "gunicorn-gthread": (gunicorn_argv("flask_app:app", worker="gthread"), EXAMPLES, True),
     "werkzeug": (werkzeug_argv("flask_app:app"), EXAMPLES, False),

@@ -119,6 +119,7 @@ def serve(
     cwd: Path = ROOT,
     ready_path: str = "/",
     ready: bool = True,
+    ready_log: str = "Uvicorn running",
 ) -> Iterator[Server]:
     """Run ``argv`` with ``{fd}`` replaced by the listening socket's descriptor.
 
@@ -147,7 +148,7 @@ def serve(
     server = Server(name, process, port, log_path, sock)
     try:
         if not ready:  # the caller checks readiness its own way (e.g. PROXY protocol listeners)
-            _wait_for_log(server, "Uvicorn running", START_TIMEOUT)
+            _wait_for_log(server, ready_log, START_TIMEOUT)
             yield server
             return
         ready_host = "::1" if family == "v6" else "127.0.0.1"
@@ -201,6 +202,13 @@ def uwsgi_argv(app: str) -> list[str]:
         tool("uwsgi"), "--http-socket", "127.0.0.1:{port}", "--module", app, "--master", "--processes", "1",
         "--threads", "2", "--die-on-term", "--need-app", "--disable-write-exception", "--http-keepalive",
     ]  # fmt: skip
+
+
+def uvicorn_run_argv(app: str, **options: object) -> list[str]:
+    """uvicorn started from Python code: ``uvicorn.run(app, http=..., ws=...)``."""
+    import json
+
+    return [sys.executable, str(TESTS / "support" / "uvicorn_run.py"), "{fd}", app, json.dumps(options)]
 
 
 def waitress_argv(app: str) -> list[str]:
