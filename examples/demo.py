@@ -1,62 +1,40 @@
-"""realip demo: a real server on a dual-stack listener, real clients, one table.
+"""realip demo: real servers, real clients, real proxies; one table of what the app saw.
 
-Starts uvicorn with ``fastapi_app.py`` on a ``[::]`` socket that also accepts
-IPv4 (``IPV6_V6ONLY`` off), sends requests from several loopback addresses,
-and prints what the server's socket reported, what the app saw, and which
-source realip used. Run it with ``make demo``.
+Run it with ``make demo``. It starts, on loopback:
+
+* uvicorn with ``fastapi_app.py`` on a dual-stack ``[::]`` socket (IPv4 clients
+  arrive as ``::ffff:a.b.c.d``), trusting one proxy: ``127.0.0.10``;
+* nginx in front of it (``tests/proxies/nginx-realip.conf``, connecting from
+  ``127.0.0.10`` and appending ``X-Forwarded-For``), when nginx is installed;
+* a second uvicorn on an IPv4 socket behind an emulated NAT64 load balancer:
+  the TOA kernel module cannot be loaded here, so the test suite's stand-in
+  (``tests/toa_emulator``, preloaded) answers the shim's ``getsockopt`` as the
+  module would for a connection from ``127.0.0.5``.
+
+Then it sends requests from several loopback addresses, some of them lying in
+``X-Forwarded-For``, and prints what the server's socket reported, what the app
+saw, and which source realip used.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
+import shutil
 import sys
-import time
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 
 import httpx
 
-HERE = Path(__file__).resolve().parent
-CLIENTS = [("IPv4", "127.0.0.1"), ("IPv4", "127.0.0.2"), ("IPv6", "::1")]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from tests import toa_emulator  # noqa: E402 - the repository's own test helpers
+from tests.support.proxies import nginx  # noqa: E402
+from tests.support.servers import EXAMPLES, serve, uvicorn_argv  # noqa: E402
 
-def dual_stack_listener() -> socket.socket:
-    # A single-process "uvicorn --host ::" would be IPv6-only (asyncio sets
-    # IPV6_V6ONLY); gunicorn, "uvicorn --workers N" and a socket passed with
-    # --fd are dual-stack. Build that socket here and hand it over.
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    sock.bind(("::", 0))
-    sock.listen(64)
-    sock.set_inheritable(True)
-    return sock
-
-
-@contextlib.contextmanager
-def uvicorn_on(sock: socket.socket, app: str) -> Iterator[int]:
-    port = sock.getsockname()[1]
-    argv = [sys.executable, "-m", "uvicorn", app, "--fd", str(sock.fileno()), "--log-level", "warning"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
-    proc = subprocess.Popen(argv, pass_fds=[sock.fileno()], env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except httpx.HTTPError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("demo: uvicorn did not start") from None
-                time.sleep(0.1)
-        yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+PROXY = "127.0.0.10"  # where nginx connects from (proxy_bind): the one trusted proxy
+LOAD_BALANCER = "127.0.0.5"  # plays the NAT64 load balancer for the TOA rows
+NAT64_CLIENT = "nat64:[2001:db8::5]:40000"
 
 
 def ask(port: int, source: str, headers: dict[str, str] | None = None) -> dict:
@@ -71,18 +49,50 @@ def hostport(pair: list) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def row(family: str, source: str, via: str, seen: dict) -> tuple[str, ...]:
+    return (family, source, via, hostport(seen["peer"]), hostport(seen["client"]), seen["source"])
+
+
 def main() -> None:
-    rows = [("client", "connects from", "server socket reported", "app saw", "source")]
-    with dual_stack_listener() as sock, uvicorn_on(sock, "fastapi_app:app") as port:
-        for family, source in CLIENTS:
-            seen = ask(port, source)
-            rows.append((family, source, hostport(seen["peer"]), hostport(seen["client"]), seen["source"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print(f"uvicorn on a dual-stack [::] listener (port {port}), app: examples/fastapi_app.py\n")
-    for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    rows = [("client", "connects from", "via", "server socket reported", "app saw", "source")]
+    notes = []
+    forged = {"X-Forwarded-For": "6.6.6.6"}
+    with tempfile.TemporaryDirectory(prefix="realip-demo-") as tmp_name:
+        tmp = Path(tmp_name)
+        env = {"REALIP_TRUSTED_PROXIES": PROXY}
+        with serve("uvicorn", uvicorn_argv("fastapi_app:app"), tmp, env=env, cwd=EXAMPLES) as app:
+            for family, source in [("IPv4", "127.0.0.1"), ("IPv4", "127.0.0.2"), ("IPv6", "::1")]:
+                rows.append(row(family, source, "direct", ask(app.port, source)))
+            rows.append(row("IPv4", "127.0.0.3", "direct, forging XFF", ask(app.port, "127.0.0.3", forged)))
+            if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+                with nginx(tmp, "nginx-realip.conf", UPSTREAM=app.port, BIND=PROXY) as proxy:
+                    for family, source in [("IPv4", "127.0.0.2"), ("IPv6", "::1")]:
+                        seen = ask(proxy, source, forged)
+                        rows.append(row(family, source, "nginx, forging XFF", seen))
+            else:
+                notes.append("nginx is not installed: no proxied rows (Debian: apt-get install nginx)")
+
+        library = toa_emulator.build(tmp / "toa")
+        env = {**toa_emulator.env({LOAD_BALANCER: NAT64_CLIENT}, library=library), "REALIP_TOA_PEERS": LOAD_BALANCER}
+        argv = uvicorn_argv("fastapi_app:app")
+        argv[argv.index("--http") + 1] = "realip.uvicorn:HttpToolsProtocol"
+        with serve("uvicorn-toa", argv, tmp, family="v4", env=env, cwd=EXAMPLES) as app:
+            rows.append(row("IPv6", "2001:db8::5", "NAT64 LB 127.0.0.5 (TOA)", ask(app.port, LOAD_BALANCER)))
+
+    print("realip demo: uvicorn + FastAPI (examples/fastapi_app.py), trusting the proxy 127.0.0.10\n")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, cells in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
         if n == 0:
             print("  ".join("-" * width for width in widths))
+    print()
+    print("direct:  uvicorn on a dual-stack [::] socket; IPv4 peers are ::ffff:a.b.c.d, realip unwraps them,")
+    print("         and a forged X-Forwarded-For from a client that is not a trusted proxy is ignored (and removed).")
+    print("nginx:   the peer is nginx (127.0.0.10, trusted); the client is the rightmost untrusted XFF entry.")
+    print("TOA:     an IPv4 socket; the peer is the load balancer; the kernel TOA module (emulated here, as in")
+    print("         the tests) holds the NAT64 client, which realip asks for once per connection.")
+    for note in notes:
+        print("note:", note)
 
 
 if __name__ == "__main__":
