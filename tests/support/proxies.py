@@ -116,3 +116,77 @@ def nginx(tmp: Path, template: str, **values: object) -> Iterator[int]:
 def _error_log(prefix: Path) -> str:
     path = prefix / "error.log"
     return path.read_text()[-3000:] if path.exists() else ""
+
+
+@contextlib.contextmanager
+def apache(tmp: Path, template: str, **values: object) -> Iterator[int]:
+    """Run Apache httpd (Debian's ``apache2``) in the foreground with ``template``.
+
+    Its own ServerRoot-relative modules, PidFile, logs and ports; yields the port
+    it listens on (127.0.0.1 and ::1).
+    """
+    binary = require_program("apache2")
+    prefix = tmp / f"apache-{template.removesuffix('.conf')}-{free_port()}"
+    prefix.mkdir(parents=True)
+    port = free_port()
+    conf = render(template, prefix, PORT=port, **values)
+    check = subprocess.run([binary, "-t", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise RuntimeError(f"apache2 rejected {template}: {check.stdout}{check.stderr}")
+    log_path = prefix / "stderr.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [binary, "-f", str(conf), "-DFOREGROUND"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_port(process, port, lambda: log_path.read_text() + _error_log(prefix))
+        yield port
+    finally:
+        _stop(process, signal.SIGTERM)  # stop now (SIGWINCH would be the graceful stop)
+
+
+@contextlib.contextmanager
+def squid(tmp: Path, template: str, **values: object) -> Iterator[int]:
+    """Run squid (Debian's package) in the foreground (``-N``) with ``template``.
+
+    Yields the port it listens on (127.0.0.1 and ::1). Started as root, squid
+    switches to ``@USER@`` (Debian's ``proxy``) before it opens its logs, so it
+    gets a directory of its own that this user owns, outside pytest's private
+    temporary tree; it is removed afterwards.
+    """
+    import pwd
+    import shutil
+    import tempfile
+
+    binary = require_program("squid")
+    port = free_port()
+    if os.geteuid() == 0:
+        user = "proxy"
+        prefix = Path(tempfile.mkdtemp(prefix=f"realip-squid-{port}-"))
+        entry = pwd.getpwnam(user)
+        os.chown(prefix, entry.pw_uid, entry.pw_gid)
+    else:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        prefix = tmp / f"squid-{port}"
+        prefix.mkdir(parents=True)
+    try:
+        conf = render(template, prefix, PORT=port, USER=user, **values)
+        check = subprocess.run([binary, "-k", "parse", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError(f"squid rejected {template}: {check.stdout[-3000:]}{check.stderr[-3000:]}")
+        log_path = tmp / f"squid-{port}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [binary, "-N", "-f", str(conf)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            _wait_port(process, port, lambda: log_path.read_text()[-3000:])
+            yield port
+        finally:
+            _stop(process, signal.SIGTERM)  # shutdown_lifetime 0: at once
+            for name in ("cache.log", "access.log"):
+                with contextlib.suppress(OSError):
+                    shutil.copy(prefix / name, tmp / f"squid-{port}-{name}")  # kept for a failing test's report
+    finally:
+        if os.geteuid() == 0:
+            shutil.rmtree(prefix, ignore_errors=True)

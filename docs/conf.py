@@ -1,0 +1,164 @@
+"""Sphinx configuration of realip's documentation.
+
+Built by the test suite (``tests/test_docs.py``) with warnings as errors and
+nitpicky cross-references; by hand::
+
+    .venv/bin/python -m sphinx -W --keep-going -n -b html docs docs/_build/html
+
+Pages are Markdown (MyST). Code and configuration shown on them is included
+from files the tests run (``literalinclude``), never typed into the page.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+
+import realip  # noqa: E402
+
+project = "realip"
+author = "the realip authors"
+copyright = "the realip authors"
+release = realip.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+]
+
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+root_doc = "index"
+# _generated/ and snippets/ are included into pages, not pages themselves.
+exclude_patterns = ["_build", "_generated", "snippets", "Thumbs.db", ".DS_Store"]
+templates_path: list[str] = []
+
+# MyST: heading anchors so that [text](page.md#a-heading) links resolve (and are checked).
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+# Every cross-reference must resolve (-n). The standard library and the servers'
+# own documentation are not reachable offline (no intersphinx), so references
+# *into* them are allowed to stay plain text; references to realip must resolve.
+nitpicky = True
+nitpick_ignore_regex = [
+    (
+        r"py:.*",
+        r"(ipaddress|socket|asyncio|collections\.abc|typing|logging|errno|enum|dataclasses|weakref|pathlib)(\..*)?",
+    ),
+    (
+        r"py:(class|obj)",
+        r"(str|int|float|bool|bytes|bytearray|object|type|dict|list|tuple|Any|None|Final|Literal|TypeAlias)",
+    ),
+    (r"py:(class|obj|mod)", r"(uvicorn|uvicorn_worker|gunicorn|asgiref|django|werkzeug)(\..*)?"),
+]
+nitpick_ignore = [
+    # uvicorn's own protocol __init__ annotations, inherited by realip.uvicorn's classes.
+    ("py:class", "Config"),
+    ("py:class", "ServerState"),
+    # realip/toa.py names its private compiled package, which is not documented.
+    ("py:mod", "realip._toa"),
+]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_preserve_defaults = True
+autodoc_default_options = {"members": True}
+
+html_theme = "furo"
+html_title = f"realip {release}"
+html_static_path: list[str] = []
+html_show_sourcelink = False
+pygments_style = "friendly"
+pygments_dark_style = "monokai"
+
+
+# ---- cross-references the way Python reads them -----------------------------------
+#
+# A docstring may name what its module imports without the full path
+# (``:class:`ConfigError``` in realip/config.py). Python resolves that name through
+# the module's imports; Sphinx only looks in the module itself. When a realip
+# reference is missing, look for exactly one documented realip object with that
+# name and link to it. Anything else stays a warning (and -W makes it an error).
+
+
+def _resolve_by_short_name(app, env, node, contnode):  # type: ignore[no-untyped-def]
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    module = node.get("py:module") or ""
+    if "." in target or not module.startswith("realip"):
+        return None
+    domain = env.get_domain("py")
+    found = sorted(
+        {name for name, entry in domain.objects.items() if name.rsplit(".", 1)[-1] == target and not entry.aliased}
+    )
+    if len(found) != 1:
+        return None
+    # "obj": a type alias (IPAddress) is documented as data but annotations name it as a class.
+    for role in (node["reftype"], "obj"):
+        resolved = domain.resolve_xref(env, node["refdoc"], app.builder, role, found[0], node, contnode)
+        if resolved is not None:
+            return resolved
+    return None
+
+
+# ---- docstring problems in realip/, worked around here until fixed there ---------------
+#
+# realip/config.py: the first column of the table of variables is 33 characters wide
+# but ``REALIP_STRIP_UNTRUSTED_HEADERS`` and ``REALIP_TRUST_UNIX_SOCKET_PEERS`` are 34
+# ("Malformed table"). Widen the borders when (and only while) a name overflows them.
+
+
+def _fix_config_table(app, what, name, obj, options, lines):  # type: ignore[no-untyped-def]
+    if name != "realip.config" or what != "module":
+        return
+    borders = [i for i, line in enumerate(lines) if line.startswith("==") and set(line) <= {"=", " "}]
+    if len(borders) < 2:
+        return
+    top, bottom = borders[0], borders[-1]
+    widths = [len(cell) for cell in lines[top].split()]
+    cells = []
+    for line in lines[top : bottom + 1]:
+        if line.startswith(" "):
+            cells.append(("", line.strip()))
+        elif line.startswith("=="):
+            cells.append(None)
+        else:
+            head, _, rest = line.partition(" ")
+            cells.append((head, rest.strip()))
+    first = max([widths[0]] + [len(cell[0]) for cell in cells if cell])
+    if first == widths[0]:
+        return  # fixed in realip/config.py: nothing to do
+    for offset, cell in enumerate(cells):
+        if cell is None:
+            lines[top + offset] = "=" * first + "  " + "=" * widths[1]
+        else:
+            lines[top + offset] = (cell[0].ljust(first) + "  " + cell[1]).rstrip()
+
+
+# ---- pages other people own ------------------------------------------------------------
+#
+# docs/performance.md belongs to the benchmarks' owner and may not exist yet: list it in
+# the Reference toctree of index.md when it does (a page in no toctree is a warning).
+
+OPTIONAL_PAGES = {"performance": "comparison"}  # page -> the entry it follows
+
+
+def _add_optional_pages(app, docname, source):  # type: ignore[no-untyped-def]
+    if docname != "index":
+        return
+    for page, after in OPTIONAL_PAGES.items():
+        if (DOCS / f"{page}.md").exists() and f"\n{page}\n" not in source[0]:
+            source[0] = source[0].replace(f"\n{after}\n", f"\n{after}\n{page}\n", 1)
+
+
+def setup(app):  # type: ignore[no-untyped-def]
+    app.connect("source-read", _add_optional_pages)
+    app.connect("missing-reference", _resolve_by_short_name)
+    app.connect("autodoc-process-docstring", _fix_config_table)
