@@ -108,40 +108,6 @@ def _resolve_by_short_name(app, env, node, contnode):  # type: ignore[no-untyped
     return None
 
 
-# ---- docstring problems in realip/, worked around here until fixed there ---------------
-#
-# realip/config.py: the first column of the table of variables is 33 characters wide
-# but ``REALIP_STRIP_UNTRUSTED_HEADERS`` and ``REALIP_TRUST_UNIX_SOCKET_PEERS`` are 34
-# ("Malformed table"). Widen the borders when (and only while) a name overflows them.
-
-
-def _fix_config_table(app, what, name, obj, options, lines):  # type: ignore[no-untyped-def]
-    if name != "realip.config" or what != "module":
-        return
-    borders = [i for i, line in enumerate(lines) if line.startswith("==") and set(line) <= {"=", " "}]
-    if len(borders) < 2:
-        return
-    top, bottom = borders[0], borders[-1]
-    widths = [len(cell) for cell in lines[top].split()]
-    cells = []
-    for line in lines[top : bottom + 1]:
-        if line.startswith(" "):
-            cells.append(("", line.strip()))
-        elif line.startswith("=="):
-            cells.append(None)
-        else:
-            head, _, rest = line.partition(" ")
-            cells.append((head, rest.strip()))
-    first = max([widths[0]] + [len(cell[0]) for cell in cells if cell])
-    if first == widths[0]:
-        return  # fixed in realip/config.py: nothing to do
-    for offset, cell in enumerate(cells):
-        if cell is None:
-            lines[top + offset] = "=" * first + "  " + "=" * widths[1]
-        else:
-            lines[top + offset] = (cell[0].ljust(first) + "  " + cell[1]).rstrip()
-
-
 # ---- pages other people own ------------------------------------------------------------
 #
 # docs/performance.md belongs to the benchmarks' owner and may not exist yet: list it in
@@ -161,4 +127,3 @@ def _add_optional_pages(app, docname, source):  # type: ignore[no-untyped-def]
 def setup(app):  # type: ignore[no-untyped-def]
     app.connect("source-read", _add_optional_pages)
     app.connect("missing-reference", _resolve_by_short_name)
-    app.connect("autodoc-process-docstring", _fix_config_table)

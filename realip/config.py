@@ -4,26 +4,26 @@ Every option of the middlewares and of the server integrations can be given as
 a ``REALIP_*`` variable. The same validation applies as in code, and a bad
 value fails at start-up with :class:`~realip.ConfigError` naming the variable.
 
-=================================  ==========================================
-variable                           option
-=================================  ==========================================
-``REALIP_TRUSTED_PROXIES``         ``trusted_proxies`` (comma-separated)
-``REALIP_STRATEGY``                ``strategy`` (``x-forwarded-for``,
-                                   ``forwarded``, ``x-forwarded-for:2``,
-                                   ``x-real-ip``, ``single:<header>``, ...)
-``REALIP_ON_FAILURE``              ``on_failure`` (``keep`` / ``reject``)
-``REALIP_FORWARDED_PROTO``         ``forwarded_proto`` (on/off)
-``REALIP_FORWARDED_HOST``          ``forwarded_host`` (on/off)
-``REALIP_STRIP_UNTRUSTED_HEADERS`` ``strip_untrusted_headers`` (on/off)
-``REALIP_TRUST_UNIX_SOCKET_PEERS`` ``trust_unix_socket_peers`` (on/off)
-``REALIP_TRUST_ALL_PEERS_UNSAFE``  ``trust_all_peers_unsafe`` (on/off)
-``REALIP_TOA``                     ``toa`` (on/off)
-``REALIP_TOA_PEERS``               ``toa_peers`` (comma-separated)
-``REALIP_PROXY_PROTOCOL``          server integration only: read PROXY headers
-``REALIP_PROXY_PROTOCOL_PEERS``    who may (and must) send them
-``REALIP_PROXY_PROTOCOL_TIMEOUT``  seconds to send the header (default 5)
-``REALIP_PROXY_PROTOCOL_OTHERS``   ``close`` (default) / ``serve`` other peers
-=================================  ==========================================
+====================================  ==========================================
+variable                              option
+====================================  ==========================================
+``REALIP_TRUSTED_PROXIES``            ``trusted_proxies`` (comma-separated)
+``REALIP_STRATEGY``                   ``strategy`` (``x-forwarded-for``,
+                                      ``forwarded``, ``x-forwarded-for:2``,
+                                      ``x-real-ip``, ``single:<header>``, ...)
+``REALIP_ON_FAILURE``                 ``on_failure`` (``keep`` / ``reject``)
+``REALIP_FORWARDED_PROTO``            ``forwarded_proto`` (on/off)
+``REALIP_FORWARDED_HOST``             ``forwarded_host`` (on/off)
+``REALIP_STRIP_UNTRUSTED_HEADERS``    ``strip_untrusted_headers`` (on/off)
+``REALIP_TRUST_UNIX_SOCKET_PEERS``    ``trust_unix_socket_peers`` (on/off)
+``REALIP_TRUST_ALL_PEERS_UNSAFE``     ``trust_all_peers_unsafe`` (on/off)
+``REALIP_TOA``                        ``toa`` (on/off)
+``REALIP_TOA_PEERS``                  ``toa_peers`` (comma-separated)
+``REALIP_PROXY_PROTOCOL``             server integration only: read PROXY headers
+``REALIP_PROXY_PROTOCOL_PEERS``       who may (and must) send them
+``REALIP_PROXY_PROTOCOL_TIMEOUT``     seconds to send the header (default 5)
+``REALIP_PROXY_PROTOCOL_OTHERS``      ``close`` (default) / ``serve`` other peers
+====================================  ==========================================
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class Settings:
     """The validated options of one middleware. Built once, at start-up.
 
     Options passed in code win over ``REALIP_*`` variables, which win over the
-    defaults. An unknown option or a bad value raises :class:`ConfigError`
+    defaults. An unknown option or a bad value raises :class:`~realip.ConfigError`
     naming it. See :class:`realip.RealIPMiddleware` for what each one trusts.
     """
 
