@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (see README.md):
 #   make demo   start a real server and show what the app sees for real clients
 #   make test   the whole test suite
+#   make bench  the benchmarks (docs/performance.md): a few minutes, needs wrk for the end-to-end part
 # Each one creates .venv and builds the TOA shim first when needed.
 
 PYTHON ?= python3
@@ -25,6 +26,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check realip tests examples
 	$(PY) -m ruff format --check realip tests examples
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
 
 doctor: $(STAMP)
 	$(VENV)/bin/realip doctor

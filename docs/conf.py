@@ -108,22 +108,5 @@ def _resolve_by_short_name(app, env, node, contnode):  # type: ignore[no-untyped
     return None
 
 
-# ---- pages other people own ------------------------------------------------------------
-#
-# docs/performance.md belongs to the benchmarks' owner and may not exist yet: list it in
-# the Reference toctree of index.md when it does (a page in no toctree is a warning).
-
-OPTIONAL_PAGES = {"performance": "comparison"}  # page -> the entry it follows
-
-
-def _add_optional_pages(app, docname, source):  # type: ignore[no-untyped-def]
-    if docname != "index":
-        return
-    for page, after in OPTIONAL_PAGES.items():
-        if (DOCS / f"{page}.md").exists() and f"\n{page}\n" not in source[0]:
-            source[0] = source[0].replace(f"\n{after}\n", f"\n{after}\n{page}\n", 1)
-
-
 def setup(app):  # type: ignore[no-untyped-def]
-    app.connect("source-read", _add_optional_pages)
     app.connect("missing-reference", _resolve_by_short_name)

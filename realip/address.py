@@ -13,6 +13,7 @@ Everything here is a pure function over ``str`` on top of the standard
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final, TypeAlias
@@ -23,8 +24,10 @@ __all__ = [
     "IPNetwork",
     "TrustedNetworks",
     "canonical_host",
+    "ip_text",
     "parse_host_port",
     "parse_ip",
+    "parse_ip_text",
     "parse_networks",
     "unmap",
 ]
@@ -89,6 +92,63 @@ def parse_ip(text: str) -> IPAddress:
     except ValueError:
         raise AddressError(text) from None
     return unmap(ip)
+
+
+_inet_pton = socket.inet_pton
+_inet_ntop = socket.inet_ntop
+_inet_ntoa = socket.inet_ntoa
+_AF_INET: Final = socket.AF_INET
+_AF_INET6: Final = socket.AF_INET6
+_MAPPED_BYTES: Final = b"\x00" * 10 + b"\xff\xff"
+_from_bytes = int.from_bytes
+
+
+def ip_text(ip: IPAddress) -> str:
+    """``str(ip)``, several times faster: the C library formats it.
+
+    ``inet_ntop`` writes IPv6 the way :mod:`ipaddress` does (RFC 5952: lower case,
+    no leading zeros, the first longest run of two or more zero groups compressed)
+    except for addresses whose first 96 bits are zero or mapped, which it writes with
+    a dotted IPv4 tail; those (rare, and never a mapped one: realip unmaps them) go
+    through ``str()``, as does anything else. ``tests/test_fast_paths.py`` checks
+    that the two agree.
+    """
+    kind = type(ip)
+    if kind is IPv4Address:
+        return _inet_ntoa(ip.packed)
+    if kind is IPv6Address and ip.scope_id is None:  # type: ignore[union-attr]
+        text = _inet_ntop(_AF_INET6, ip.packed)
+        if "." not in text:
+            return text
+    return str(ip)  # a dotted tail, a zone id, or not one of ipaddress's own classes
+
+
+def parse_ip_text(text: str) -> tuple[str, int, int] | None:
+    """``(canonical text, version, integer)`` of an address, through ``inet_pton``.
+
+    The fast path of :func:`parse_ip` for per-request use: the same answer as
+    ``parse_ip(text)`` (canonical text ``str(parse_ip(text))``, unmapped), or
+    ``None`` whenever ``inet_pton`` refuses the text or it holds a zone id; the
+    caller then asks :func:`parse_ip`, which decides and says why. ``inet_pton``
+    accepts exactly what :mod:`ipaddress` accepts apart from zone ids
+    (``tests/test_forwarding.py`` checks it).
+    """
+    try:
+        if ":" in text:
+            if "%" in text:
+                return None
+            packed = _inet_pton(_AF_INET6, text)
+            if packed[:12] == _MAPPED_BYTES:
+                packed = packed[12:]
+                return _inet_ntoa(packed), 4, _from_bytes(packed, "big")
+            formatted = _inet_ntop(_AF_INET6, packed)
+            if "." in formatted:
+                formatted = str(IPv6Address(packed))
+            return formatted, 6, _from_bytes(packed, "big")
+        packed = _inet_pton(_AF_INET, text)
+        return _inet_ntoa(packed), 4, _from_bytes(packed, "big")
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def parse_host_port(text: str) -> tuple[IPAddress, int | None]:
@@ -189,8 +249,10 @@ class TrustedNetworks:
 
     def __init__(self, networks: Iterable[IPNetwork]) -> None:
         self.networks: tuple[IPNetwork, ...] = tuple(networks)
-        self._v4 = tuple(n for n in self.networks if n.version == 4)
-        self._v6 = tuple(n for n in self.networks if n.version == 6)
+        # (network, mask) integer pairs: `ip in network` is `ip & mask == network`
+        # (what ipaddress does), without a generator and two method calls per network.
+        self._v4 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 4)
+        self._v6 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 6)
 
     @classmethod
     def parse(cls, value: str | Iterable[str | IPAddress | IPNetwork], *, option: str) -> TrustedNetworks:
@@ -198,10 +260,33 @@ class TrustedNetworks:
 
     def __contains__(self, ip: object) -> bool:
         if isinstance(ip, IPv4Address):
-            return any(ip in n for n in self._v4)
-        if isinstance(ip, IPv6Address):
-            return any(ip in n for n in self._v6)
+            pairs = self._v4
+        elif isinstance(ip, IPv6Address):
+            pairs = self._v6
+        else:
+            return False
+        value = int(ip)
+        for network, mask in pairs:  # noqa: SIM110 - a loop, not any(generator): per request, and faster
+            if value & mask == network:
+                return True
         return False
+
+    def contains_int(self, version: int, value: int) -> bool:
+        """``ip in self`` for an address given as its version and integer (see :func:`parse_ip_text`)."""
+        for network, mask in self._v4 if version == 4 else self._v6:  # noqa: SIM110 - as above
+            if value & mask == network:
+                return True
+        return False
+
+    def contains_text(self, text: str) -> bool:
+        """Whether the address ``text`` is in these networks; ``False`` for anything that is not an address."""
+        fast = parse_ip_text(text)
+        if fast is not None:
+            return self.contains_int(fast[1], fast[2])
+        try:
+            return parse_ip(text) in self
+        except AddressError:
+            return False
 
     def __bool__(self) -> bool:
         return bool(self.networks)

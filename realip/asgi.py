@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 from ._log import Once
-from .core import Resolver
+from .core import CACHED_VALUE_LENGTH, BoundedCache, Resolver, peer_resolution
 from .result import Resolution
 
 __all__ = ["RealIPMiddleware"]
@@ -18,6 +18,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
+#: What a peer's forwarding headers get (decided once per peer): read (a trusted proxy), stripped.
+_READ: Final = "read"
+_STRIP: Final = "strip"
 
 
 class RealIPMiddleware:
@@ -75,31 +78,82 @@ class RealIPMiddleware:
         self._host = b"x-forwarded-host" if self.settings.forwarded_host and header != "forwarded" else None
         self._strip = self.settings.strip_untrusted_headers
         self._once = Once()
+        # Decided once, here, so that the per-request path reads one attribute for each.
+        self._notice_pending = self.settings.toa  # say once that TOA needs the server integration
+        #: Only the one header is read and nothing but the client comes from it: the
+        #: keep-alive case can be answered from the entry's memo.
+        self._plain = (
+            header is not None
+            and self._proto is None
+            and self._host is None
+            and not self.settings.forwarded_proto
+            and not self.settings.forwarded_host
+        )
+        #: socket peer -> entry, and id(connection answer) -> entry; an entry is
+        #: ``[answer, _READ / _STRIP / None, (last header bytes, answer with it) or None]``.
+        #: A keep-alive connection's next request is one dictionary lookup (and,
+        #: behind a proxy, one comparison of the header).
+        self._peers = BoundedCache()
+        self._connections = BoundedCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if scope_type != "http" and scope_type != "websocket":
             await self.app(scope, receive, send)
             return
-        extensions = scope.get("extensions")
-        if extensions is None:
-            extensions = scope["extensions"] = {}
-        resolution: Resolution | None = extensions.get("realip.connection")
-        if resolution is None:
-            resolution = self._resolver.resolve_peer(scope.get("client"))
-            if self.settings.toa:
-                self._no_integration()
-        header = self._header
-        if header is not None:
-            resolver = self._resolver
-            if resolver.trusts(resolution):
+        extensions = scope["extensions"] if "extensions" in scope else None  # noqa: SIM401 - cheaper than .get()
+        connection = extensions.get("realip.connection") if extensions is not None else None
+        if connection is None:
+            try:
+                entry = self._peers[scope["client"]]
+            except (KeyError, TypeError):  # a new peer; TypeError: a server that reports a list
+                entry = self._peer_entry(scope.get("client"))
+        else:  # the connection's answer (TOA, PROXY protocol) from realip.uvicorn
+            entry = self._connections.get(id(connection))
+            if entry is None or entry[0] is not connection:  # (the entry holds it: its id is not reused)
+                entry = self._connection_entry(connection)
+        resolution = entry[0]
+        action = entry[1]
+        if action is _READ:  # a trusted proxy: its header decides
+            if self._plain:
+                # All instances of the header, joined with "," (a list header may repeat).
+                header = self._header
+                found = more = None
+                for k, v in scope["headers"]:
+                    if k == header:
+                        if found is None:
+                            found = v
+                        elif more is None:
+                            more = [found, v]
+                        else:
+                            more.append(v)
+                if more is not None:
+                    found = b",".join(more)
+                memo = entry[2]
+                if memo is not None and memo[0] == found:
+                    # The keep-alive case: the previous request on this connection sent the same text.
+                    resolution = memo[1]
+                else:  # decide (cached per text; a failure is logged, and never remembered here)
+                    resolution = self._resolver.apply(resolution, found.decode("latin-1") if found is not None else "")
+                    if resolution.error is None:
+                        if found is None or len(found) <= CACHED_VALUE_LENGTH:  # memory stays bounded
+                            entry[2] = (found, resolution)  # one assignment: threads see the old pair or the new
+                    elif self._resolver.reject:
+                        if extensions is None:
+                            scope["extensions"] = {}
+                        await _reject(scope, send)
+                        return
+            else:
+                resolver = self._resolver
                 resolution = resolver.apply(
                     resolution,
-                    _header_text(scope["headers"], header),
+                    _header_text(scope["headers"], self._header),  # type: ignore[arg-type]
                     _header_text(scope["headers"], self._proto) if self._proto else None,
                     _header_text(scope["headers"], self._host) if self._host else None,
                 )
                 if resolution.error is not None and resolver.reject:
+                    if extensions is None:
+                        scope["extensions"] = {}
                     await _reject(scope, send)
                     return
                 if resolution.scheme is not None:
@@ -108,14 +162,45 @@ class RealIPMiddleware:
                 if resolution.host is not None:
                     value = resolution.host.encode("latin-1")
                     scope["headers"] = [(k, value if k == b"host" else v) for k, v in scope["headers"]]
-            elif self._strip:
-                _strip(scope, (header, self._proto, self._host))
-        if resolution.client is not None:
-            scope["client"] = resolution.client
-        extensions["realip"] = resolution
+        elif action is _STRIP:  # anyone else: what it says about itself is removed
+            _strip(scope, (self._header, self._proto, self._host))
+        client = resolution.client
+        if client is not None:
+            scope["client"] = client
+        if extensions is None:
+            scope["extensions"] = {"realip": resolution}
+        else:
+            extensions["realip"] = resolution
         await self.app(scope, receive, send)
 
+    def _peer_entry(self, client: Any) -> list[Any]:
+        """The entry for a socket peer (see ``_peers``), cached per peer."""
+        if self._notice_pending:  # checked on a new peer only: the first request is one
+            self._no_integration()
+        key = tuple(client) if client is not None else None
+        entry = self._peers.get(key)
+        if entry is None:
+            resolution = peer_resolution(key) if key is not None else self._resolver.resolve_peer(None)
+            entry = [resolution, self._action(resolution), None]
+            self._peers.put(key, entry)
+        return entry  # type: ignore[no-any-return]
+
+    def _connection_entry(self, connection: Resolution) -> list[Any]:
+        """The entry for a connection's answer, cached per answer (one per connection)."""
+        entry = [connection, self._action(connection), None]
+        self._connections.put(id(connection), entry)
+        return entry
+
+    def _action(self, resolution: Resolution) -> str | None:
+        """What the forwarding headers of this peer's requests get: read, stripped, or nothing."""
+        if self._header is None:
+            return None
+        if self._resolver.trusts(resolution):
+            return _READ
+        return _STRIP if self._strip else None
+
     def _no_integration(self) -> None:
+        self._notice_pending = False
         self._once(
             logging.INFO,
             "realip: this ASGI server was not started with realip's server integration, so connection-level "

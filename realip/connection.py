@@ -19,11 +19,11 @@ from collections.abc import Iterable
 from typing import Final
 
 from ._log import Once, RateLimitedLog
-from .address import AddressError, IPNetwork, TrustedNetworks, parse_ip
+from .address import AddressError, IPNetwork, TrustedNetworks, ip_text, parse_ip
 from .core import peer_resolution
 from .errors import ConfigError
 from .proxy_protocol import ProxyHeader, ProxyProtocolReader
-from .result import Resolution, Source
+from .result import Resolution, Source, make_resolution
 from .toa import TOAStatus
 from .toa import available as toa_available
 from .toa import lookup as toa_lookup
@@ -141,7 +141,8 @@ class ConnectionResolver:
     @property
     def asks_toa(self) -> bool:
         """Whether a lookup may happen now (false on a host known to have no module)."""
-        return self.toa and time.monotonic() >= self._module_absent_until
+        # No clock while no lookup has said "no module" (the common case on a host with one).
+        return self.toa and (self._module_absent_until == 0.0 or time.monotonic() >= self._module_absent_until)
 
     def wants(self, client: tuple[str, int] | None) -> bool:
         """Whether a connection from this (normalised) peer should be asked about.
@@ -151,13 +152,18 @@ class ConnectionResolver:
         """
         if client is None or not self.asks_toa:
             return False
+        return self.may_ask(client)
+
+    def may_ask(self, client: tuple[str, int]) -> bool:
+        """Whether connections from this (normalised) peer are asked about at all:
+        ``toa`` is on and the peer is a trusted load balancer. :meth:`wants` adds
+        the clock (a host without the module is asked once a minute at most)."""
+        if not self.toa:
+            return False
         host = client[0]
         found = self._is_toa_peer.get(host)
         if found is None:
-            try:
-                found = parse_ip(host) in self.toa_peers
-            except AddressError:
-                found = False
+            found = self.toa_peers.contains_text(host)
             if len(self._is_toa_peer) >= 4096:
                 self._is_toa_peer.clear()
             self._is_toa_peer[host] = found
@@ -185,12 +191,13 @@ class ConnectionResolver:
         status = answer.status
         if status is TOAStatus.FOUND:
             assert answer.address is not None and answer.port is not None
-            return Resolution(
-                client=(str(answer.address), answer.port),
-                peer=base.peer,
-                source=Source.TOA,
-                hops=(base.client[0],),  # type: ignore[index]
-                toa=answer,
+            return make_resolution(
+                (ip_text(answer.address), answer.port),
+                base.peer,
+                Source.TOA,
+                (base.client[0],),  # type: ignore[index]
+                None,
+                answer,
             )
         if status is TOAStatus.NONE:
             return base

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from ._log import RateLimitedLog
-from .address import AddressError, parse_ip
-from .result import Resolution, Source
+from .address import AddressError, ip_text, parse_ip, parse_ip_text
+from .result import Resolution, Source, make_resolution
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -30,6 +30,11 @@ __all__ = ["BoundedCache", "Resolver", "peer_resolution"]
 #: Entries a per-process cache may hold before it is emptied. A hostile client
 #: that varies its port or headers costs at most this much memory.
 CACHE_SIZE: Final = 4096
+
+#: Longest header text (all values of a request together) kept as a cache key.
+#: Longer ones (no chain of real proxies writes them) are decided every time, so
+#: that a full cache holds at most ``CACHE_SIZE`` keys of this size.
+CACHED_VALUE_LENGTH: Final = 1024
 
 
 class BoundedCache(dict):  # type: ignore[type-arg]
@@ -52,7 +57,15 @@ class BoundedCache(dict):  # type: ignore[type-arg]
 
 
 class Resolver:
-    """Decides the client address. One per middleware, built at start-up."""
+    """Decides the client address. One per middleware, built at start-up.
+
+    Everything a request can be answered from is cached, each cache bounded
+    (:class:`BoundedCache`): the answer per socket peer, whether a peer is a
+    trusted proxy, what the strategy made of a header text (shared by every
+    connection that sends it), and the final answer per (connection answer,
+    header texts), so that a keep-alive connection's next request costs a few
+    dictionary lookups.
+    """
 
     def __init__(self, settings: Settings | None = None) -> None:
         if settings is None:
@@ -64,21 +77,42 @@ class Resolver:
         #: The lower-case header the strategy reads, or ``None`` (headers ignored).
         self.header: str | None = self.strategy.header if self.strategy is not None else None
         self.reject = settings.on_failure == "reject"
+        # The settings the per-request paths read, looked up once here.
+        self._trusted = settings.trusted_proxies
+        self._trust_all = settings.trust_all_peers_unsafe
+        self._trust_unix = settings.trust_unix_socket_peers
+        self._forwarded = self.header == "forwarded"
+        self._proto = settings.forwarded_proto
+        self._host = settings.forwarded_host
+        # The built-in walk can answer the common header (bare IPv4 entries) in texts,
+        # without address objects; anything else, and other strategies, use decide().
+        from .strategies import RightmostUntrusted
+
+        self._texts = self.strategy._decide_texts if type(self.strategy) is RightmostUntrusted else None
         self._peer_cache = BoundedCache()
         self._trusted_hosts = BoundedCache()
+        #: (id(base), value[, proto, host]) -> (base, Resolution). Keyed by the
+        #: identity of the connection's answer (cached per peer / connection), held
+        #: in the entry so that the id cannot be reused while the entry lives.
         self._results = BoundedCache()
+        #: header text -> what the strategy decided, as texts (see _decided).
+        self._decisions = BoundedCache()
         self._log = RateLimitedLog()
 
     def resolve_peer(self, peer: tuple[str, int] | list[object] | None) -> Resolution:
         """The answer from the socket peer alone (cached per peer)."""
         if peer is None:
+            # Cached too, so that a Unix-socket server's requests are dictionary hits.
+            self._peer_cache.put(None, _NO_PEER)
             return _NO_PEER
         key = tuple(peer)
-        found = self._peer_cache.get(key)
-        if found is None:
-            found = peer_resolution(key)  # type: ignore[arg-type]
-            self._peer_cache.put(key, found)
-        return found  # type: ignore[no-any-return]
+        try:
+            return self._peer_cache[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        found = peer_resolution(key)  # type: ignore[arg-type]
+        self._peer_cache.put(key, found)
+        return found
 
     def trusts(self, base: Resolution) -> bool:
         """Whether forwarding headers on this request may be believed.
@@ -89,21 +123,19 @@ class Resolver:
         """
         if self.strategy is None:
             return False
-        settings = self.settings
-        if settings.trust_all_peers_unsafe:
+        if self._trust_all:
             return True
         client = base.client
         if client is None:
-            return settings.trust_unix_socket_peers
+            return self._trust_unix
         host = client[0]
-        found = self._trusted_hosts.get(host)
-        if found is None:
-            try:
-                found = parse_ip(host) in settings.trusted_proxies
-            except AddressError:
-                found = False
-            self._trusted_hosts.put(host, found)
-        return found  # type: ignore[no-any-return]
+        try:
+            return self._trusted_hosts[host]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        found = self._trusted.contains_text(host)
+        self._trusted_hosts.put(host, found)
+        return found
 
     def apply(self, base: Resolution, value: str, proto: str | None = None, host: str | None = None) -> Resolution:
         """The answer once a trusted proxy's header is read.
@@ -112,54 +144,81 @@ class Resolver:
         when absent); ``proto`` / ``host`` are ``X-Forwarded-Proto`` /
         ``X-Forwarded-Host`` when those options are on (``Forwarded`` carries its
         own). Cached per (connection answer, header values): a keep-alive
-        connection pays the parsing once.
+        connection pays the parsing once; and the parsing per header text, so a
+        new connection from a proxy relaying a known client does not pay it either.
         """
-        key = (base.peer, base.client, value, proto, host)
-        found = self._results.get(key)
-        if found is None:
+        # Two items when the options are off: the adapters look the keep-alive case
+        # up with the same key before calling here.
+        key = (id(base), value) if proto is None and host is None else (id(base), value, proto, host)
+        entry = self._results.get(key)
+        if entry is not None and entry[0] is base:
+            found: Resolution = entry[1]
+        else:
             found = self._decide(base, value, proto, host)
-            self._results.put(key, found)
+            if len(value) + len(proto or "") + len(host or "") <= CACHED_VALUE_LENGTH:
+                self._results.put(key, (base, found))
         if found.error is not None:
             self._log.warning("forwarding header not believed", found.error)
-        return found  # type: ignore[no-any-return]
+        return found
 
     def _decide(self, base: Resolution, value: str, proto: str | None, host: str | None) -> Resolution:
-        assert self.strategy is not None
-        decision: Decision = self.strategy.decide(value, self.settings.trusted_proxies)
-        if decision.ip is None:
-            if decision.error is None or decision.error == "missing header":
+        decided = self._decisions.get(value)
+        if decided is None:
+            decided = self._decided(value)
+            if len(value) <= CACHED_VALUE_LENGTH:
+                self._decisions.put(value, decided)
+        client, decision_hops, error, decision_proto, decision_host = decided
+        if client is None:
+            if error is None:
                 # A trusted proxy that sent no header (its own health check, say)
                 # is the client: nothing was forged and nothing is wrong.
                 return base
-            return _replace(base, error=f"{self.header}: {decision.error}")
+            return make_resolution(
+                base.client, base.peer, base.source, base.hops, error, base.toa, base.proxy_protocol, base.scheme,
+                base.host,
+            )  # fmt: skip
         peer_host = base.client[0] if base.client is not None else None
-        hops = tuple(str(h) for h in decision.hops)
+        hops = decision_hops
         if peer_host is not None:
             hops += (peer_host,)
-        hops += base.hops
+        if base.hops:
+            hops += base.hops
         scheme = forwarded_host = None
-        settings = self.settings
         proxies = len(hops) - len(base.hops)  # the trusted proxies that handled the request
-        if settings.forwarded_proto:
-            scheme = decision.proto if self.header == "forwarded" else _pick(proto, proxies, "proto")
-        if settings.forwarded_host:
-            forwarded_host = decision.host if self.header == "forwarded" else _pick(host, proxies, "host")
-        return Resolution(
-            client=(str(decision.ip), decision.port or 0),
-            peer=base.peer,
-            source=self.header or Source.PEER,
-            hops=hops,
-            error=f"{self.header}: {decision.error}" if decision.error is not None else None,
-            toa=base.toa,
-            scheme=scheme,
-            host=forwarded_host,
+        if self._proto:
+            scheme = decision_proto if self._forwarded else _pick(proto, proxies, "proto")
+        if self._host:
+            forwarded_host = decision_host if self._forwarded else _pick(host, proxies, "host")
+        return make_resolution(client, base.peer, self.header or Source.PEER, hops, error, base.toa,
+                               base.proxy_protocol, scheme, forwarded_host)  # fmt: skip
+
+    def _decided(
+        self, value: str
+    ) -> tuple[tuple[str, int] | None, tuple[str, ...], str | None, str | None, str | None]:
+        """What the strategy made of ``value``, in the texts a Resolution holds.
+
+        ``(client, hops, error, proto, host)``; ``client`` is ``None`` when the
+        header is not used, and ``error`` then says why (``None``: no header at
+        all, the peer is the client). Depends on nothing but ``value``: the
+        strategy and the trusted networks are fixed for this resolver.
+        """
+        assert self.strategy is not None
+        if self._texts is not None:
+            fast = self._texts(value, self._trusted)
+            if fast is not None:
+                return fast[0], fast[1], None, None, None
+        decision: Decision = self.strategy.decide(value, self._trusted)
+        if decision.ip is None:
+            if decision.error is None or decision.error == "missing header":
+                return None, (), None, None, None
+            return None, (), f"{self.header}: {decision.error}", None, None
+        return (
+            (ip_text(decision.ip), decision.port or 0),
+            tuple([ip_text(h) for h in decision.hops]),
+            f"{self.header}: {decision.error}" if decision.error is not None else None,
+            decision.proto,
+            decision.host,
         )
-
-
-def _replace(base: Resolution, **changes: object) -> Resolution:
-    from dataclasses import replace
-
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def _pick(value: str | None, proxies: int, kind: str) -> str | None:
@@ -182,6 +241,24 @@ def _pick(value: str | None, proxies: int, kind: str) -> str | None:
 _NO_PEER: Final = Resolution(client=None, peer=None, source=Source.PEER)
 
 
+#: host text -> (canonical text, source), or None when it is not an address: a new
+#: connection from a known host (a proxy, a load balancer) does not parse it again.
+_HOSTS: Final = BoundedCache()
+
+
+def _host(host: str) -> tuple[str, str] | None:
+    fast = parse_ip_text(host)
+    if fast is not None:
+        canonical, version = fast[0], fast[1]
+    else:  # the careful path: zone ids, and anything inet_pton refuses
+        try:
+            ip = parse_ip(host)
+        except AddressError:
+            return None
+        canonical, version = str(ip), ip.version
+    return canonical, (Source.MAPPED if version == 4 and ":" in host else Source.PEER)
+
+
 def peer_resolution(peer: tuple[str, int]) -> Resolution:
     """Normalise the socket peer: unwrap ``::ffff:a.b.c.d``, drop a zone id.
 
@@ -192,8 +269,13 @@ def peer_resolution(peer: tuple[str, int]) -> Resolution:
         host, port = peer
         # WSGI servers report REMOTE_PORT as text; uWSGI leaves it out (0: unknown).
         port = int(port) if port not in (None, "") else 0
-        ip = parse_ip(host)
-    except (AddressError, TypeError, ValueError):
-        return Resolution(client=None, peer=peer, source=Source.PEER)
-    source = Source.MAPPED if ip.version == 4 and ":" in host else Source.PEER
-    return Resolution(client=(str(ip), port), peer=(host, port), source=source)
+        try:
+            found = _HOSTS[host]
+        except KeyError:
+            found = _host(host)
+            _HOSTS.put(host, found)
+    except (AddressError, TypeError, ValueError):  # TypeError: not a pair, not hashable, not text
+        found = None
+    if found is None:
+        return make_resolution(None, peer, Source.PEER)
+    return make_resolution((found[0], port), (host, port), found[1])

@@ -74,3 +74,45 @@ class Resolution:
     def port(self) -> int | None:
         """The client port (``client[1]``; 0 means unknown), or ``None``."""
         return self.client[1] if self.client else None
+
+
+_new_object = object.__new__
+_set_client = Resolution.__dict__["client"].__set__  # the slot descriptors
+_set_peer = Resolution.__dict__["peer"].__set__
+_set_source = Resolution.__dict__["source"].__set__
+_set_hops = Resolution.__dict__["hops"].__set__
+_set_error = Resolution.__dict__["error"].__set__
+_set_toa = Resolution.__dict__["toa"].__set__
+_set_proxy_protocol = Resolution.__dict__["proxy_protocol"].__set__
+_set_scheme = Resolution.__dict__["scheme"].__set__
+_set_host = Resolution.__dict__["host"].__set__
+
+
+def make_resolution(
+    client: tuple[str, int] | None,
+    peer: tuple[str, int] | None,
+    source: str,
+    hops: tuple[str, ...] = (),
+    error: str | None = None,
+    toa: TOAAnswer | None = None,
+    proxy_protocol: ProxyHeader | None = None,
+    scheme: str | None = None,
+    host: str | None = None,
+) -> Resolution:
+    """``Resolution(...)`` at a fraction of the cost, for the per-request paths.
+
+    A frozen dataclass's ``__init__`` sets each of the nine fields through
+    ``object.__setattr__``; this sets the slots directly. Same object, same fields
+    (``tests/test_fast_paths.py`` compares the two).
+    """
+    resolution = _new_object(Resolution)
+    _set_client(resolution, client)
+    _set_peer(resolution, peer)
+    _set_source(resolution, source)
+    _set_hops(resolution, hops)
+    _set_error(resolution, error)
+    _set_toa(resolution, toa)
+    _set_proxy_protocol(resolution, proxy_protocol)
+    _set_scheme(resolution, scheme)
+    _set_host(resolution, host)
+    return resolution

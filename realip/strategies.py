@@ -35,6 +35,7 @@ from ipaddress import IPv4Address
 from typing import Final, Protocol
 
 from .address import IPAddress, TrustedNetworks
+from .core import BoundedCache
 from .errors import ConfigError
 from .forwarding import (
     MAX_ENTRIES,
@@ -282,6 +283,23 @@ class RightmostUntrusted:
         except Exception as exc:  # never on any input; the tests hold it to that
             return _failed(exc)
 
+    def _decide_texts(self, value: str, trusted: TrustedNetworks) -> tuple[tuple[str, int], tuple[str, ...]] | None:
+        """:meth:`decide` for the common case, in the texts a Resolution holds, or ``None``.
+
+        A list header whose entries, as far as the walk goes, are bare IPv4
+        addresses (what nginx, HAProxy and cloud load balancers write) is walked
+        here without building address objects: ``((client, 0), hops)``, texts
+        canonical, exactly ``str()`` of what :meth:`decide` returns (its ``error``
+        is then ``None``). Anything else (``Forwarded``, ports, IPv6, garbage, a
+        cut, a missing header) gives ``None``: ask :meth:`decide`.
+        """
+        if self._forwarded:
+            return None
+        try:
+            return _rightmost_list_texts(value, trusted)
+        except Exception:  # never on any input; decide() then answers (and reports)
+            return None
+
 
 _inet_pton = socket.inet_pton
 _AF_INET = socket.AF_INET
@@ -318,6 +336,51 @@ def _rightmost_list(value: str, trusted: TrustedNetworks) -> Decision:
         return _stop(walked, cut)
     client, client_port, _ = walked.pop()
     return _make(client, client_port, _hops(walked), None)
+
+
+_from_bytes = int.from_bytes
+
+#: entry text -> its IPv4 address as an integer, for the texts walk. The proxies'
+#: own entries come back on every request; bounded like every other cache.
+_IPV4_ENTRIES: Final = BoundedCache()
+
+
+def _rightmost_list_texts(value: str, trusted: TrustedNetworks) -> tuple[tuple[str, int], tuple[str, ...]] | None:
+    """:func:`_rightmost_list` for bare IPv4 entries, in canonical texts; ``None``: not that case.
+
+    An entry ``inet_pton`` accepts as IPv4 is canonical text already (four decimal
+    numbers, no leading zeros: exactly what :mod:`ipaddress` accepts, which
+    ``tests/test_forwarding.py`` holds it to), so the stripped entry is the text.
+    """
+    if not value or len(value) > MAX_HEADER_LENGTH:
+        return None
+    entries = value.rsplit(",", MAX_ENTRIES)
+    if len(entries) > MAX_ENTRIES:
+        return None  # a cut: the full walk reports it
+    networks = trusted._v4  # (network, mask) pairs
+    known = _IPV4_ENTRIES
+    walked: list[str] = []  # rightmost first
+    for i in range(len(entries) - 1, -1, -1):
+        text = entries[i].strip(" \t")
+        number = known.get(text)
+        if number is None:
+            if ":" in text:
+                return None  # a port or IPv6: the full walk
+            try:
+                number = _from_bytes(_inet_pton(_AF_INET, text), "big")
+            except (OSError, ValueError):
+                return None  # garbage (or blank): the full walk stops there and says why
+            known.put(text, number)
+        for network, mask in networks:
+            if number & mask == network:
+                break
+        else:  # not a trusted proxy: the client
+            walked.reverse()
+            return (text, 0), tuple(walked)
+        walked.append(text)
+    client = walked.pop()  # every entry trusted: the leftmost is the client
+    walked.reverse()
+    return (client, 0), tuple(walked)
 
 
 def _rightmost_forwarded(value: str, trusted: TrustedNetworks) -> Decision:

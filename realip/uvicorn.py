@@ -24,7 +24,9 @@ Settings come from ``REALIP_TOA`` and ``REALIP_TOA_PEERS`` (see
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+import socket
+from collections.abc import Awaitable, Iterable
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
@@ -63,13 +65,16 @@ class ConnectionApp:
         self.app = app
         self.resolution = resolution
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        # A plain function returning the app's coroutine, which the protocol awaits
+        # (``await app(scope, receive, send)`` in uvicorn's run_asgi): no coroutine of
+        # its own per request. Only uvicorn's protocols ever call it.
         extensions = scope.get("extensions")
         if extensions is None:
             scope["extensions"] = {"realip.connection": self.resolution}
         else:
             extensions["realip.connection"] = self.resolution
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)  # type: ignore[no-any-return]
 
 
 class _ConnectionMixin:
@@ -93,16 +98,30 @@ class _ConnectionMixin:
             resolution = self._realip_resolver().resolve(transport.get_extra_info("socket"), self.client)
         if resolution.client is not None:
             self.client = resolution.client
-        self.app = ConnectionApp(self.app, resolution)
+        # Its bound __call__: uvicorn calls self.app once per request, and a bound method
+        # is cheaper to call than an instance (no __call__ lookup on the type).
+        self.app = ConnectionApp(self.app, resolution).__call__
         self._realip_resolution = resolution
 
 
 class _HTTPMixin(_ConnectionMixin):
     _realip_reader: ProxyProtocolReader | None = None
     _realip_deadline: asyncio.TimerHandle | None = None
+    #: The ``data_received`` that ``super()`` finds from here, looked up once per class:
+    #: it is called for every read of every connection, and ``super()`` costs a lookup.
+    _realip_next_data_received: ClassVar[Any] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        for base in mro[mro.index(_HTTPMixin) + 1 :]:
+            if "data_received" in base.__dict__:
+                cls._realip_next_data_received = base.__dict__["data_received"]
+                break
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
+        _nodelay(transport)
         resolver = self._realip_resolver()
         expects = resolver.expects_proxy_header(self.client)
         if expects is None:
@@ -121,7 +140,7 @@ class _HTTPMixin(_ConnectionMixin):
     def data_received(self, data: bytes) -> None:
         reader = self._realip_reader
         if reader is None:
-            super().data_received(data)  # type: ignore[misc]
+            self._realip_next_data_received(data)
             return
         transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
         try:
@@ -165,6 +184,22 @@ class _WebSocketMixin(_ConnectionMixin):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
         self._realip_apply(transport, _handoff.pop(id(transport), None))
+
+
+def _nodelay(transport: asyncio.BaseTransport) -> None:
+    """Set TCP_NODELAY where asyncio did not.
+
+    ``uvicorn --fd N`` wraps the inherited listener as ``AF_UNIX`` whatever it
+    is, so asyncio skips TCP_NODELAY on its connections and every response
+    waits for Nagle and delayed ACKs (about 40 ms: see docs/performance.md).
+    ``--fd`` is how a single uvicorn process gets a dual-stack listener, so
+    realip's protocols put the option back. On a real Unix socket it fails
+    harmlessly.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 _default: ConnectionResolver | None = None

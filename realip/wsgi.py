@@ -9,8 +9,8 @@ from typing import Any
 
 from ._log import Once
 from .connection import ConnectionResolver
-from .core import Resolver, peer_resolution
-from .result import Resolution, Source
+from .core import CACHED_VALUE_LENGTH, BoundedCache, Resolver, peer_resolution
+from .result import Resolution, Source, make_resolution
 
 __all__ = ["RealIPWSGIMiddleware"]
 
@@ -35,13 +35,26 @@ class ConnectionLookup:
 
     def __init__(self, resolver: ConnectionResolver) -> None:
         self.resolver = resolver
-        self._by_socket: weakref.WeakKeyDictionary[object, Resolution] = weakref.WeakKeyDictionary()
+        #: id(socket) -> (weak reference to it, its answer). Looked up by id, which is
+        #: cheap; the weak reference tells a live socket from a new one that got the
+        #: same id after the first was closed and freed (then it is a miss).
+        self._by_socket: BoundedCache = BoundedCache()
         self._peer_by_socket: weakref.WeakKeyDictionary[object, tuple[str, int]] = weakref.WeakKeyDictionary()
+        #: gunicorn --proxy-protocol: per socket, (REMOTE_ADDR, REMOTE_PORT, answer).
+        self._proxy_by_socket: weakref.WeakKeyDictionary[object, tuple[Any, Any, Resolution]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._once = Once()
 
     def __call__(self, environ: Environ, base: Resolution) -> Resolution:
         """``base`` (the peer's answer) or the connection's, for a TOA peer."""
         if not self.resolver.wants(base.client):
+            return base
+        return self.ask(environ, base)
+
+    def ask(self, environ: Environ, base: Resolution) -> Resolution:
+        """The connection's answer for a peer that :meth:`ConnectionResolver.may_ask` about."""
+        if not self.resolver.asks_toa:
             return base
         for key in SOCKET_KEYS:
             sock = environ.get(key)
@@ -49,10 +62,11 @@ class ConnectionLookup:
                 break
         else:
             return self._without_socket(environ, base)
-        found = self._by_socket.get(sock)
-        if found is None or found.peer != base.peer:
-            found = self.resolver.resolve(sock, base.peer)
-            self._by_socket[sock] = found
+        cached = self._by_socket.get(id(sock))
+        if cached is not None and cached[0]() is sock and cached[1].peer == base.peer:
+            return cached[1]  # type: ignore[no-any-return]
+        found = self.resolver.resolve(sock, base.peer)
+        self._by_socket.put(id(sock), (weakref.ref(sock), found))
         return found
 
     def gunicorn_proxy_protocol(self, environ: Environ) -> Resolution:
@@ -65,16 +79,34 @@ class ConnectionLookup:
         gunicorn found, not parsing twice, is the point.
         """
         sock = environ.get("gunicorn.socket") or environ.get("gunicorn.sock")
+        client = environ.get("REMOTE_ADDR")
+        port = environ.get("REMOTE_PORT")
+        if sock is not None:
+            # The same answer for every request of the connection: keep it, so that the
+            # header cache (keyed by the answer's identity) hits on keep-alive requests.
+            try:
+                cached = self._proxy_by_socket.get(sock)
+            except TypeError:  # not weakly referenceable: nothing kept
+                cached = None
+            if cached is not None and cached[0] == client and cached[1] == port:
+                return cached[2]
         peer = self._socket_peer(sock)
         base = peer_resolution(peer) if peer is not None else peer_resolution(None)  # type: ignore[arg-type]
-        client = environ.get("REMOTE_ADDR")
         if client is None:  # LOCAL / UNKNOWN
-            return base
-        found = peer_resolution((client, environ.get("REMOTE_PORT")))
-        if found.client is None:
-            return base
-        hops = (base.client[0],) if base.client is not None else ()
-        return Resolution(client=found.client, peer=base.peer, source=Source.PROXY_PROTOCOL, hops=hops)
+            answer = base
+        else:
+            found = peer_resolution((client, port))
+            if found.client is None:
+                answer = base
+            else:
+                hops = (base.client[0],) if base.client is not None else ()
+                answer = make_resolution(found.client, base.peer, Source.PROXY_PROTOCOL, hops)
+        if sock is not None:
+            try:  # noqa: SIM105 - not weakly referenceable: nothing kept
+                self._proxy_by_socket[sock] = (client, port, answer)
+            except TypeError:
+                pass
+        return answer
 
     def _socket_peer(self, sock: Any) -> tuple[str, int] | None:
         if sock is None:
@@ -150,9 +182,28 @@ class RealIPWSGIMiddleware:
         self.app = app
         self.settings = Settings.build(**options)
         self._apply = EnvironResolver(self.settings)
+        # Bound methods and the peer cache, looked up once: cheaper to reach per request.
+        self._peers = self._apply._peers
+        self._peer_entry = self._apply.peer_entry
+        self._with_peer = self._apply.with_peer
+        self._resolve = self._apply.resolve
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if self._apply(environ) is None:
+        if "PROXY_PROTOCOL" not in environ:
+            try:
+                entry = self._peers[(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))]
+            except KeyError:
+                entry = self._peer_entry(environ)
+            if entry[5]:  # the peer is all there is to it (no TOA, no header to read or strip)
+                if entry[3] is not None:
+                    environ["REMOTE_ADDR"] = entry[3]
+                    environ["REMOTE_PORT"] = entry[4]
+                environ["realip"] = entry[0]
+                return self.app(environ, start_response)
+            resolution = self._with_peer(environ, entry)
+        else:
+            resolution = self._resolve(environ)
+        if resolution is None:
             return _reject(start_response)
         return self.app(environ, start_response)
 
@@ -172,24 +223,68 @@ class EnvironResolver:
         self.proto_key = "HTTP_X_FORWARDED_PROTO" if settings.forwarded_proto and header != "forwarded" else None
         self.host_key = "HTTP_X_FORWARDED_HOST" if settings.forwarded_host and header != "forwarded" else None
         self.strip = settings.strip_untrusted_headers
+        #: (REMOTE_ADDR, REMOTE_PORT) -> _PeerEntry: everything about a peer decided once.
+        self._peers = BoundedCache()
+        self._one_header = self.proto_key is None and self.host_key is None
 
     def __call__(self, environ: Environ, connection: Resolution | None = None) -> Resolution | None:
+        return self.resolve(environ, connection)
+
+    def resolve(self, environ: Environ, connection: Resolution | None = None) -> Resolution | None:
         """The answer, applied to ``environ``; ``None`` when the request must be rejected.
 
         ``connection`` is a connection-level answer already made by the server
         integration (Django under an ASGI server), else it is found here.
         """
-        resolver = self.resolver
-        if connection is not None:
-            resolution = connection
-        elif "PROXY_PROTOCOL" in environ:  # gunicorn --proxy-protocol read a header
-            resolution = self.connection.gunicorn_proxy_protocol(environ)
+        if connection is None:
+            if "PROXY_PROTOCOL" not in environ:
+                return self.with_peer(environ, self.peer_entry(environ))
+            resolution = self.connection.gunicorn_proxy_protocol(environ)  # gunicorn --proxy-protocol read a header
         else:
-            resolution = resolver.resolve_peer((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")))
-            resolution = self.connection(environ, resolution)
+            resolution = connection
+        return self._headers(environ, resolution, self.key is not None and self.resolver.trusts(resolution))
+
+    def with_peer(self, environ: Environ, entry: _PeerEntry) -> Resolution | None:
+        """:meth:`resolve` for a request whose socket peer is looked up (``peer_entry``)."""
+        resolution = entry[0]
+        if entry[1]:  # a TOA load balancer: the connection's answer
+            resolution = self.connection.ask(environ, resolution)
+            if resolution is not entry[0]:
+                if self.key is None:
+                    client = resolution.client
+                    if client is not None:
+                        environ["REMOTE_ADDR"] = client[0]
+                        environ["REMOTE_PORT"] = str(client[1])
+                    environ["realip"] = resolution
+                    return resolution
+                return self._headers(environ, resolution, self.resolver.trusts(resolution))
+        if entry[2] and self._one_header:
+            # A trusted proxy. The keep-alive case: this peer's previous request sent the same text.
+            value = environ.get(self.key, "")  # type: ignore[arg-type]
+            memo = entry[6]
+            if memo is not None and memo[0] == value:
+                resolution = memo[1]
+                if resolution.scheme is not None:  # Forwarded proto= (forwarded_proto)
+                    environ["wsgi.url_scheme"] = resolution.scheme
+                if resolution.host is not None:  # Forwarded host= (forwarded_host)
+                    environ["HTTP_HOST"] = resolution.host
+                client = resolution.client
+                if client is not None:
+                    environ["REMOTE_ADDR"] = client[0]
+                    environ["REMOTE_PORT"] = "0" if client[1] == 0 else str(client[1])
+                environ["realip"] = resolution
+                return resolution  # type: ignore[no-any-return]
+            found = self._headers(environ, resolution, True)
+            if found is not None and found.error is None and len(value) <= CACHED_VALUE_LENGTH:
+                entry[6] = (value, found)  # one assignment: threads see old or new
+            return found
+        return self._headers(environ, resolution, entry[2])
+
+    def _headers(self, environ: Environ, resolution: Resolution, trusted: bool) -> Resolution | None:
         key = self.key
         if key is not None:
-            if resolver.trusts(resolution):
+            if trusted:
+                resolver = self.resolver
                 resolution = resolver.apply(
                     resolution,
                     environ.get(key, ""),
@@ -213,6 +308,45 @@ class EnvironResolver:
             environ["REMOTE_PORT"] = str(client[1])
         environ["realip"] = resolution
         return resolution
+
+    def peer_entry(self, environ: Environ) -> _PeerEntry:
+        """What is known about the request's socket peer, decided once per peer (cached):
+
+        ``[answer, ask the connection (TOA), trusted proxy, REMOTE_ADDR, REMOTE_PORT,
+        nothing else to do, (last header text, answer with it) or None]``. Whether the
+        connection may be asked is the configuration and the peer's network; whether it
+        is asked now (a host without the module is asked once a minute) is checked per
+        request.
+        """
+        peer = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
+        entry = self._peers.get(peer)
+        if entry is None:
+            resolution = peer_resolution(peer)  # type: ignore[arg-type]
+            client = resolution.client
+            toa = client is not None and self.connection.resolver.may_ask(client)
+            trusted = self.key is not None and self.resolver.trusts(resolution)
+            # REMOTE_ADDR / REMOTE_PORT to write, or None when the text is the same already
+            # (an IPv4 peer: only "realip" changes).
+            addr = port = None
+            if client is not None:
+                addr = client[0] if client[0] != peer[0] else None
+                port = str(client[1]) if str(client[1]) != peer[1] else None
+                if addr is not None or port is not None:  # both written, as _headers does
+                    addr, port = client[0], str(client[1])
+            entry = [
+                resolution,
+                toa,
+                trusted,
+                addr,
+                port,
+                not toa and (self.key is None or (not trusted and not self.strip)),
+                None,  # (last header text, answer with it), for a trusted proxy
+            ]
+            self._peers.put(peer, entry)
+        return entry  # type: ignore[no-any-return]
+
+
+_PeerEntry = list[Any]
 
 
 def _reject(start_response: StartResponse) -> Iterable[bytes]:

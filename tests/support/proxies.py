@@ -19,8 +19,20 @@ PROXIES = Path(__file__).resolve().parents[1] / "proxies"
 
 
 def free_port() -> int:
-    with contextlib.closing(listening_socket("v4")) as sock:
-        return int(sock.getsockname()[1])
+    """A port free on both 127.0.0.1 and ::1: the proxies listen on both."""
+    import socket
+
+    for _ in range(50):
+        with contextlib.closing(listening_socket("v4")) as sock:
+            port = int(sock.getsockname()[1])
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(("::1", port))
+            except OSError:
+                continue  # taken on ::1: try another
+        return port
+    raise RuntimeError("no port free on both 127.0.0.1 and ::1 after 50 tries")
 
 
 def render(template: str, prefix: Path, **values: object) -> Path:

@@ -78,11 +78,12 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_log(self, needle: str, timeout: float = 5.0) -> str:
-        """The log once it contains ``needle`` (access logs are written after the response)."""
+    def wait_for_log(self, needle: str, timeout: float = 5.0, since: int = 0) -> str:
+        """The log from character ``since`` on, once that part contains ``needle``
+        (access logs are written after the response)."""
         deadline = time.monotonic() + timeout
         while True:
-            text = self.log()
+            text = self.log()[since:]
             if needle in text or time.monotonic() > deadline:
                 return text
             time.sleep(0.05)
