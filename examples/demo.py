@@ -74,8 +74,7 @@ def main() -> None:
 
         library = toa_emulator.build(tmp / "toa")
         env = {**toa_emulator.env({LOAD_BALANCER: NAT64_CLIENT}, library=library), "REALIP_TOA_PEERS": LOAD_BALANCER}
-        argv = uvicorn_argv("fastapi_app:app")
-        argv[argv.index("--http") + 1] = "realip.uvicorn:HttpToolsProtocol"
+        argv = uvicorn_argv("fastapi_app:app", realip="HttpToolsProtocol")
         with serve("uvicorn-toa", argv, tmp, family="v4", env=env, cwd=EXAMPLES) as app:
             rows.append(row("IPv6", "2001:db8::5", "NAT64 LB 127.0.0.5 (TOA)", ask(app.port, LOAD_BALANCER)))
 

@@ -27,13 +27,6 @@ SEND = {
 }
 
 
-def uvicorn(http: str) -> list[str]:
-    argv = uvicorn_argv("tests.apps.echo:asgi_app")
-    cut = argv.index("--http")
-    protocols = ["--http", f"realip.uvicorn:{http}", "--ws", "realip.uvicorn:AutoWebSocketsProtocol"]
-    return [*argv[:cut], *protocols, *argv[cut + 4 :]]
-
-
 ENV = {
     "REALIP_PROXY_PROTOCOL": "on",
     "REALIP_PROXY_PROTOCOL_PEERS": LB,
@@ -43,8 +36,8 @@ ENV = {
 
 
 SERVERS = {
-    "H11Protocol": uvicorn("H11Protocol"),
-    "HttpToolsProtocol": uvicorn("HttpToolsProtocol"),
+    "H11Protocol": uvicorn_argv("tests.apps.echo:asgi_app", realip="H11Protocol"),
+    "HttpToolsProtocol": uvicorn_argv("tests.apps.echo:asgi_app", realip="HttpToolsProtocol"),
     "gunicorn-realip-worker": gunicorn_argv("tests.apps.echo:asgi_app", worker="realip.gunicorn.UvicornWorker"),
     "uvicorn-run-in-code": uvicorn_run_argv(
         "tests.apps.echo:asgi_app", proxy_protocol=True, proxy_protocol_peers=LB, proxy_protocol_timeout=1, toa=False

@@ -262,16 +262,9 @@ PROXY_PROTOCOL_ENV = {
 }
 
 
-def uvicorn_with_realip_protocols(http: str) -> list[str]:
-    argv = uvicorn_argv("tests.apps.echo:asgi_app")
-    cut = argv.index("--http")
-    protocols = ["--http", f"realip.uvicorn:{http}", "--ws", "realip.uvicorn:AutoWebSocketsProtocol"]
-    return [*argv[:cut], *protocols, *argv[cut + 4 :]]
-
-
 STREAM_APPS = {
-    "uvicorn-h11": uvicorn_with_realip_protocols("H11Protocol"),
-    "uvicorn-httptools": uvicorn_with_realip_protocols("HttpToolsProtocol"),
+    "uvicorn-h11": uvicorn_argv("tests.apps.echo:asgi_app", realip="H11Protocol"),
+    "uvicorn-httptools": uvicorn_argv("tests.apps.echo:asgi_app", realip="HttpToolsProtocol"),
     "gunicorn-realip-worker": gunicorn_argv("tests.apps.echo:asgi_app", worker="realip.gunicorn.UvicornWorker"),
 }
 

@@ -42,18 +42,10 @@ RULES = {
 #: The "load balancers" whose TOA answers are believed. 127.0.0.8 is not one.
 TOA_PEERS = "127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.9"
 
-UVICORN_PROTOCOLS = ["--http", "realip.uvicorn:{http}", "--ws", "realip.uvicorn:AutoWebSocketsProtocol"]
-
-
-def _uvicorn(http: str) -> list[str]:
-    argv = uvicorn_argv("fastapi_app:app")
-    cut = argv.index("--http")
-    return [*argv[:cut], *[a.format(http=http) for a in UVICORN_PROTOCOLS], *argv[cut + 4 :]]
-
 
 SERVERS = {
-    "uvicorn-h11": (_uvicorn("H11Protocol"), EXAMPLES, True),
-    "uvicorn-httptools": (_uvicorn("HttpToolsProtocol"), EXAMPLES, True),
+    "uvicorn-h11": (uvicorn_argv("fastapi_app:app", realip="H11Protocol"), EXAMPLES, True),
+    "uvicorn-httptools": (uvicorn_argv("fastapi_app:app", realip="HttpToolsProtocol"), EXAMPLES, True),
     "gunicorn-realip-uvicorn-worker": (
         gunicorn_argv("fastapi_app:app", worker="realip.gunicorn.UvicornWorker"), EXAMPLES, True,
     ),

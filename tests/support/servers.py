@@ -176,7 +176,13 @@ def tool(name: str) -> str:
 
 
 # The argv of each server the suite runs. ``{fd}`` is the listening socket.
-def uvicorn_argv(app: str, *, http: str = "h11", ws: str = "auto", extra: Sequence[str] = ()) -> list[str]:
+def uvicorn_argv(
+    app: str, *, http: str = "h11", ws: str = "auto", realip: str | None = None, extra: Sequence[str] = ()
+) -> list[str]:
+    """uvicorn on ``{fd}``; ``realip="HttpToolsProtocol"`` (or ``"H11Protocol"``) selects
+    realip's protocol classes, HTTP and WebSocket, as the docs show."""
+    if realip is not None:
+        http, ws = f"realip.uvicorn:{realip}", "realip.uvicorn:AutoWebSocketsProtocol"
     # --no-proxy-headers: uvicorn's own X-Forwarded-For handling (on by default,
     # trusting 127.0.0.1 and ::1) would run before realip; docs/proxies.md says so.
     return [
