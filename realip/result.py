@@ -25,9 +25,6 @@ class Source:
     """The socket peer, an IPv4-mapped IPv6 address unwrapped to IPv4."""
     TOA: Final = "toa"
     """The kernel TOA module: the NAT64 client behind a trusted load balancer."""
-    TOA_KERNEL: Final = "toa-kernel"
-    """The kernel TOA module rewrote ``getpeername()`` itself; realip could not
-    check who sent the option (see ``docs/toa.md``)."""
     PROXY_PROTOCOL: Final = "proxy-protocol"
     """A PROXY protocol header sent by a trusted load balancer."""
 

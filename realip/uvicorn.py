@@ -209,9 +209,10 @@ _checked_proxy_headers = False
 def _check_proxy_headers(app: Any) -> None:
     """Warn (once) when uvicorn's own ProxyHeadersMiddleware runs before realip.
 
-    It is on by default and trusts ``127.0.0.1,::1`` (``--forwarded-allow-ips``):
-    it rewrites the client from ``X-Forwarded-For`` before realip sees the socket
-    peer, and it knows nothing of TOA, mapped addresses or ``Forwarded``.
+    It is on by default and trusts ``127.0.0.1,::1`` (``--forwarded-allow-ips``).
+    realip's middleware restores the client from the connection's answer, but
+    the scheme uvicorn took from ``X-Forwarded-Proto`` stays, and it knows
+    nothing of TOA, mapped addresses or ``Forwarded``.
     """
     global _checked_proxy_headers
     _checked_proxy_headers = True
@@ -222,9 +223,10 @@ def _check_proxy_headers(app: Any) -> None:
             import logging
 
             logging.getLogger("realip").warning(
-                "realip: uvicorn's proxy headers are on (--forwarded-allow-ips, 127.0.0.1,::1 by default): "
-                "they rewrite the client from X-Forwarded-For before realip sees the socket peer. Start "
-                "uvicorn with --no-proxy-headers and give realip trusted_proxies instead."
+                "realip: uvicorn's proxy headers are on (--forwarded-allow-ips, 127.0.0.1,::1 by default): for "
+                "those peers uvicorn takes the scheme from X-Forwarded-Proto, and without realip's middleware "
+                "the client from X-Forwarded-For. Start uvicorn with --no-proxy-headers and let realip's "
+                "trusted_proxies (and forwarded_proto) do that."
             )
             return
         app = getattr(app, "app", None)
