@@ -20,7 +20,7 @@ from typing import Final
 
 from ._log import Once, RateLimitedLog
 from .address import AddressError, IPNetwork, TrustedNetworks, ip_text, parse_ip
-from .core import peer_resolution
+from .core import BoundedCache, peer_resolution
 from .errors import ConfigError
 from .proxy_protocol import ProxyHeader, ProxyProtocolReader
 from .result import Resolution, Source, make_resolution
@@ -91,7 +91,7 @@ class ConnectionResolver:
         self.proxy_protocol_others = proxy_protocol_others
         self.recheck_after = recheck_after
         self._module_absent_until = 0.0
-        self._is_toa_peer: dict[str, bool] = {}
+        self._is_toa_peer = BoundedCache()
         self._errors = RateLimitedLog()
         self._once = Once()
         if self.toa and not toa_available():
@@ -164,10 +164,8 @@ class ConnectionResolver:
         found = self._is_toa_peer.get(host)
         if found is None:
             found = self.toa_peers.contains_text(host)
-            if len(self._is_toa_peer) >= 4096:
-                self._is_toa_peer.clear()
-            self._is_toa_peer[host] = found
-        return found
+            self._is_toa_peer.put(host, found)
+        return found  # type: ignore[no-any-return]
 
     def resolve(self, sock: object, peer: tuple[str, int] | list[object] | None) -> Resolution:
         """The connection's answer, starting from the socket peer the server reported.

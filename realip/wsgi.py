@@ -46,12 +46,6 @@ class ConnectionLookup:
         )
         self._once = Once()
 
-    def __call__(self, environ: Environ, base: Resolution) -> Resolution:
-        """``base`` (the peer's answer) or the connection's, for a TOA peer."""
-        if not self.resolver.wants(base.client):
-            return base
-        return self.ask(environ, base)
-
     def ask(self, environ: Environ, base: Resolution) -> Resolution:
         """The connection's answer for a peer that :meth:`ConnectionResolver.may_ask` about."""
         if not self.resolver.asks_toa:
@@ -250,30 +244,13 @@ class EnvironResolver:
         if entry[1]:  # a TOA load balancer: the connection's answer
             resolution = self.connection.ask(environ, resolution)
             if resolution is not entry[0]:
-                if self.key is None:
-                    client = resolution.client
-                    if client is not None:
-                        environ["REMOTE_ADDR"] = client[0]
-                        environ["REMOTE_PORT"] = str(client[1])
-                    environ["realip"] = resolution
-                    return resolution
-                return self._headers(environ, resolution, self.resolver.trusts(resolution))
+                return self._headers(environ, resolution, self.key is not None and self.resolver.trusts(resolution))
         if entry[2] and self._one_header:
             # A trusted proxy. The keep-alive case: this peer's previous request sent the same text.
             value = environ.get(self.key, "")  # type: ignore[arg-type]
             memo = entry[6]
             if memo is not None and memo[0] == value:
-                resolution = memo[1]
-                if resolution.scheme is not None:  # Forwarded proto= (forwarded_proto)
-                    environ["wsgi.url_scheme"] = resolution.scheme
-                if resolution.host is not None:  # Forwarded host= (forwarded_host)
-                    environ["HTTP_HOST"] = resolution.host
-                client = resolution.client
-                if client is not None:
-                    environ["REMOTE_ADDR"] = client[0]
-                    environ["REMOTE_PORT"] = "0" if client[1] == 0 else str(client[1])
-                environ["realip"] = resolution
-                return resolution  # type: ignore[no-any-return]
+                return _write(environ, memo[1])
             found = self._headers(environ, resolution, True)
             if found is not None and found.error is None and len(value) <= CACHED_VALUE_LENGTH:
                 entry[6] = (value, found)  # one assignment: threads see old or new
@@ -291,23 +268,14 @@ class EnvironResolver:
                     environ.get(self.proto_key) if self.proto_key else None,
                     environ.get(self.host_key) if self.host_key else None,
                 )
-                environ["realip"] = resolution
                 if resolution.error is not None and resolver.reject:
+                    environ["realip"] = resolution
                     return None
-                if resolution.scheme is not None:
-                    environ["wsgi.url_scheme"] = resolution.scheme
-                if resolution.host is not None:
-                    environ["HTTP_HOST"] = resolution.host
             elif self.strip:
                 for name in (key, self.proto_key, self.host_key):
                     if name is not None:
                         environ.pop(name, None)
-        client = resolution.client
-        if client is not None:
-            environ["REMOTE_ADDR"] = client[0]
-            environ["REMOTE_PORT"] = str(client[1])
-        environ["realip"] = resolution
-        return resolution
+        return _write(environ, resolution)
 
     def peer_entry(self, environ: Environ) -> _PeerEntry:
         """What is known about the request's socket peer, decided once per peer (cached):
@@ -347,6 +315,20 @@ class EnvironResolver:
 
 
 _PeerEntry = list[Any]
+
+
+def _write(environ: Environ, resolution: Resolution) -> Resolution:
+    """Put an answer into the environ: the client, and a trusted proxy's scheme and host."""
+    if resolution.scheme is not None:  # only set with forwarded_proto
+        environ["wsgi.url_scheme"] = resolution.scheme
+    if resolution.host is not None:  # only set with forwarded_host
+        environ["HTTP_HOST"] = resolution.host
+    client = resolution.client
+    if client is not None:
+        environ["REMOTE_ADDR"] = client[0]
+        environ["REMOTE_PORT"] = str(client[1])
+    environ["realip"] = resolution
+    return resolution
 
 
 def _reject(start_response: StartResponse) -> Iterable[bytes]:

@@ -305,11 +305,11 @@ def test_the_toa_answer_cache_never_hands_a_new_socket_an_old_answer() -> None:
     lookup = ConnectionLookup(resolver)  # type: ignore[arg-type]
     base = peer_resolution(("100.125.0.1", 5))
     sock, other = Sock(), Sock()
-    assert lookup({"gunicorn.socket": sock}, base).source == Source.TOA
-    assert lookup({"gunicorn.socket": sock}, base).source == Source.TOA
+    assert lookup.ask({"gunicorn.socket": sock}, base).source == Source.TOA
+    assert lookup.ask({"gunicorn.socket": sock}, base).source == Source.TOA
     assert resolver.asked == [sock]  # once per connection
     lookup._by_socket[id(sock)] = (weakref.ref(other), lookup._by_socket[id(sock)][1])  # as if the id were reused
-    lookup({"gunicorn.socket": sock}, base)
+    lookup.ask({"gunicorn.socket": sock}, base)
     assert resolver.asked == [sock, sock]
 
 
