@@ -13,10 +13,13 @@ Everything here is a pure function over ``str`` on top of the standard
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final, TypeAlias
+
+from .errors import ConfigError
 
 __all__ = [
     "AddressError",
@@ -25,6 +28,7 @@ __all__ = [
     "TrustedNetworks",
     "canonical_host",
     "ip_text",
+    "is_local",
     "parse_host_port",
     "parse_ip",
     "parse_ip_text",
@@ -187,26 +191,55 @@ def _parse_port(text: str, whole: str) -> int:
     return port
 
 
+def is_local(text: str) -> bool:
+    """Whether the address ``text`` is loopback or private (RFC 1918, RFC 4193, link-local):
+    where a reverse proxy or a container runtime's gateway usually is. ``False`` for non-addresses."""
+    try:
+        ip = parse_ip(text)
+    except AddressError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
 def canonical_host(text: str) -> str:
     """The canonical text of an address: unmapped, zone split off, compressed."""
     return str(parse_ip(text))
 
 
-def parse_networks(value: str | Iterable[str | IPAddress | IPNetwork], *, option: str) -> tuple[IPNetwork, ...]:
+_NAME_PROXIES: Final = (
+    "name your proxies' addresses (IPs or CIDR networks), or set trust_all_peers_unsafe=True "
+    "(REALIP_TRUST_ALL_PEERS_UNSAFE=on) if nothing but the proxy can reach this server"
+)
+
+#: Prefixes shorter than these trust a large part of the internet: allowed, with a warning.
+WIDE_PREFIX: Final = {4: 8, 6: 32}
+
+
+def parse_networks(
+    value: str | Iterable[str | IPAddress | IPNetwork] | None, *, option: str, allow_everyone: bool = False
+) -> tuple[IPNetwork, ...]:
     """Parse a list of IPs and CIDR networks from configuration.
 
-    ``value`` is an iterable or one comma-separated string. A network written
-    in IPv4-mapped IPv6 form (``::ffff:10.0.0.0/104``) is turned into its IPv4
-    network so that it matches the way peers are normalised. Host bits set
-    (``10.0.0.1/8``) are an error: that is almost always a typo.
+    ``value`` is an iterable or one comma-separated string; ``None`` means none.
+    A network written in IPv4-mapped IPv6 form (``::ffff:10.0.0.0/104``) is
+    turned into its IPv4 network so that it matches the way peers are
+    normalised. Host bits set (``10.0.0.1/8``) are an error: that is almost
+    always a typo.
 
-    Raises :class:`~realip.ConfigError` naming ``option`` and the bad value.
+    A network that covers a whole address family (``0.0.0.0/0``, ``::/0``,
+    ``::ffff:0:0/96``) and ``"*"`` trust every client to say who it is: they
+    are refused unless ``allow_everyone`` (``trust_all_peers_unsafe``). A very
+    wide network (shorter than /8 for IPv4, /32 for IPv6) is allowed with a
+    warning, once.
+
+    Raises :class:`~realip.ConfigError` naming ``option`` and the bad value,
+    and what to write instead.
     """
-    from .errors import ConfigError
-
-    items: Iterable[object] = value.split(",") if isinstance(value, str) else value
+    if value is None:
+        return ()
     if isinstance(value, (bytes, bytearray)):
         raise ConfigError(option, value, "expected a string or a list of strings, not bytes")
+    items: Iterable[object] = value.split(",") if isinstance(value, str) else value
     networks: list[IPNetwork] = []
     for item in items:
         if isinstance(item, (IPv4Network, IPv6Network)):
@@ -219,14 +252,55 @@ def parse_networks(value: str | Iterable[str | IPAddress | IPNetwork], *, option
                 if isinstance(value, str):
                     continue  # "a, b," or an empty environment variable
                 raise ConfigError(option, item, "empty entry")
-            try:
-                network = ipaddress.ip_network(text.partition("%")[0] if "/" not in text else text)
-            except ValueError as exc:
-                raise ConfigError(option, text, str(exc)) from None
+            network = _parse_network_text(text, option)
         else:
             raise ConfigError(option, item, "expected an IP address or CIDR network")
-        networks.append(_unmap_network(network))
+        network = _unmap_network(network)
+        if network.prefixlen == 0:
+            if not allow_everyone:
+                raise ConfigError(
+                    option, str(item), f"it covers every IPv{network.version} address, so any client could choose its "
+                    f"own address; {_NAME_PROXIES}"
+                )  # fmt: skip
+        elif network.prefixlen < WIDE_PREFIX[network.version]:
+            _wide.warn(option, network)
+        networks.append(network)
     return tuple(networks)
+
+
+def _parse_network_text(text: str, option: str) -> IPNetwork:
+    if text == "*":
+        raise ConfigError(option, text, f"realip has no wildcard; {_NAME_PROXIES}")
+    try:
+        return ipaddress.ip_network(text.partition("%")[0] if "/" not in text else text)
+    except ValueError as exc:
+        why = str(exc)
+    if any(c.isspace() for c in text):
+        why = "separate entries with commas, e.g. '10.0.0.1,10.0.0.2'"
+    elif any(c.isalpha() for c in text.replace(":", "")) and not all(c in "0123456789abcdefABCDEF:./" for c in text):
+        why = "hostnames are not resolved: write the proxy's IP address or network (e.g. '10.0.0.5' or '10.0.0.0/24')"
+    raise ConfigError(option, text, why)
+
+
+class _WideNetworks:
+    """Warns once per (option, network) that a trusted network is very wide."""
+
+    def __init__(self) -> None:
+        self._said: set[tuple[str, str]] = set()
+
+    def warn(self, option: str, network: IPNetwork) -> None:
+        key = (option, str(network))
+        if key in self._said:
+            return
+        self._said.add(key)
+        logging.getLogger("realip").warning(
+            "realip: %s: %s is very wide (shorter than /%d): every client in it may choose its own address; "
+            "name the proxies' own addresses if you can",
+            option, network, WIDE_PREFIX[network.version],
+        )  # fmt: skip
+
+
+_wide: Final = _WideNetworks()
 
 
 def _unmap_network(network: IPNetwork) -> IPNetwork:
@@ -255,8 +329,10 @@ class TrustedNetworks:
         self._v6 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 6)
 
     @classmethod
-    def parse(cls, value: str | Iterable[str | IPAddress | IPNetwork], *, option: str) -> TrustedNetworks:
-        return cls(parse_networks(value, option=option))
+    def parse(
+        cls, value: str | Iterable[str | IPAddress | IPNetwork] | None, *, option: str, allow_everyone: bool = False
+    ) -> TrustedNetworks:
+        return cls(parse_networks(value, option=option, allow_everyone=allow_everyone))
 
     def __contains__(self, ip: object) -> bool:
         if isinstance(ip, IPv4Address):

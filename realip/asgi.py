@@ -7,7 +7,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 from ._log import Once
+from .address import is_local
+from .connection import UNIX_PEER
 from .core import CACHED_VALUE_LENGTH, BoundedCache, Resolver, peer_resolution
+from .forwarding import FORWARDING_HEADERS
 from .result import Resolution
 
 __all__ = ["RealIPMiddleware"]
@@ -77,6 +80,12 @@ class RealIPMiddleware:
         self._proto = b"x-forwarded-proto" if self.settings.forwarded_proto and header != "forwarded" else None
         self._host = b"x-forwarded-host" if self.settings.forwarded_host and header != "forwarded" else None
         self._strip = self.settings.strip_untrusted_headers
+        #: What is removed from an untrusted peer's request: every forwarding header,
+        #: and its underscore spelling (which some servers and proxies fold into it).
+        names = {*FORWARDING_HEADERS, *([header] if header is not None else [])}
+        self._strip_names = frozenset(
+            spelling.encode("latin-1") for name in names for spelling in (name, name.replace("-", "_"))
+        )
         self._once = Once()
         # Decided once, here, so that the per-request path reads one attribute for each.
         self._notice_pending = self.settings.toa  # say once that TOA needs the server integration
@@ -107,7 +116,7 @@ class RealIPMiddleware:
             try:
                 entry = self._peers[scope["client"]]
             except (KeyError, TypeError):  # a new peer; TypeError: a server that reports a list
-                entry = self._peer_entry(scope.get("client"))
+                entry = self._peer_entry(scope.get("client"), scope)
         else:  # the connection's answer (TOA, PROXY protocol) from realip.uvicorn
             entry = self._connections.get(id(connection))
             if entry is None or entry[0] is not connection:  # (the entry holds it: its id is not reused)
@@ -163,7 +172,14 @@ class RealIPMiddleware:
                     value = resolution.host.encode("latin-1")
                     scope["headers"] = [(k, value if k == b"host" else v) for k, v in scope["headers"]]
         elif action is _STRIP:  # anyone else: what it says about itself is removed
-            _strip(scope, (self._header, self._proto, self._host))
+            headers = scope.get("headers", ())
+            names = self._strip_names
+            for k, _ in headers:
+                if k in names:
+                    scope["headers"] = [(k, v) for k, v in headers if k not in names]
+                    if resolution.client is not None and is_local(resolution.client[0]):
+                        self._private_peer_sends_headers(resolution.client[0])
+                    break
         client = resolution.client
         if client is not None:
             scope["client"] = client
@@ -173,29 +189,63 @@ class RealIPMiddleware:
             extensions["realip"] = resolution
         await self.app(scope, receive, send)
 
-    def _peer_entry(self, client: Any) -> list[Any]:
+    def _peer_entry(self, client: Any, scope: Scope) -> list[Any]:
         """The entry for a socket peer (see ``_peers``), cached per peer."""
         if self._notice_pending:  # checked on a new peer only: the first request is one
             self._no_integration()
-        key = tuple(client) if client is not None else None
+        if client is None:
+            # No address: a Unix-socket peer only if the listener is one (uvicorn reports no
+            # server address for it, or a path); a TCP connection whose peer is already gone
+            # (reset before getpeername()) also has none, and is never trusted. Not cached.
+            server = scope.get("server")
+            unix = server is None or len(server) < 2 or server[1] is None
+            resolution = UNIX_PEER if unix else self._resolver.resolve_peer(None)
+            return [resolution, self._action(resolution), None]
+        key = tuple(client)
         entry = self._peers.get(key)
         if entry is None:
-            resolution = peer_resolution(key) if key is not None else self._resolver.resolve_peer(None)
+            resolution = peer_resolution(key)
             entry = [resolution, self._action(resolution), None]
+            if key[1] == 0 and resolution.client is not None:
+                self._check_rewritten_by_server(scope)
             self._peers.put(key, entry)
         return entry  # type: ignore[no-any-return]
 
     def _connection_entry(self, connection: Resolution) -> list[Any]:
         """The entry for a connection's answer, cached per answer (one per connection)."""
-        entry = [connection, self._action(connection), None]
+        admitted = self._resolver.admit(connection)
+        entry = [admitted, self._action(admitted), None]
         self._connections.put(id(connection), entry)
         return entry
 
+    def _check_rewritten_by_server(self, scope: Scope) -> None:
+        """Warn once when the server already took the client from a header.
+
+        uvicorn's own proxy headers (on by default, trusting 127.0.0.1 and ::1)
+        replace the client with an ``X-Forwarded-For`` entry and port 0 before
+        any middleware runs; the socket peer is then lost to realip.
+        """
+        if any(k == b"x-forwarded-for" for k, _ in scope["headers"]):
+            self._once(
+                logging.WARNING,
+                "realip: the server took the client address from X-Forwarded-For before realip saw the "
+                "connection (port 0): with uvicorn, start it with --no-proxy-headers (or proxy_headers=False), "
+                "or use realip's server integration, which turns it off; realip's trusted_proxies then decide",
+            )
+
+    def _private_peer_sends_headers(self, host: str) -> None:
+        self._once(
+            logging.WARNING,
+            "realip: a peer in private or loopback address space (%s) sent forwarding headers, and realip removed "
+            "them because it is not in trusted_proxies. If it is your proxy, add its address to trusted_proxies "
+            "(REALIP_TRUSTED_PROXIES); if it is a container runtime's NAT gateway or userland proxy, the client "
+            "cannot be recovered here (see docs/proxies.md). Said once.",
+            host,
+        )
+
     def _action(self, resolution: Resolution) -> str | None:
         """What the forwarding headers of this peer's requests get: read, stripped, or nothing."""
-        if self._header is None:
-            return None
-        if self._resolver.trusts(resolution):
+        if self._header is not None and self._resolver.trusts(resolution):
             return _READ
         return _STRIP if self._strip else None
 
@@ -216,15 +266,6 @@ def _header_text(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
         return ""
     joined = values[0] if len(values) == 1 else b",".join(values)
     return joined.decode("latin-1")
-
-
-def _strip(scope: Scope, names: tuple[bytes | None, ...]) -> None:
-    """Remove forwarding headers a client sent about itself."""
-    headers = scope["headers"]
-    for k, _ in headers:
-        if k in names:
-            scope["headers"] = [(k, v) for k, v in headers if k not in names]
-            return
 
 
 async def _reject(scope: Scope, send: Send) -> None:

@@ -28,17 +28,71 @@ variable                              option
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from .address import TrustedNetworks
     from .connection import ConnectionResolver
 
-__all__ = ["Settings", "connection_options_from_env", "options_from_env", "parse_bool"]
+__all__ = [
+    "ENVIRONMENT_VARIABLES",
+    "Settings",
+    "connection_options_from_env",
+    "options_from_env",
+    "parse_bool",
+    "unknown_variables",
+]
+
+#: Every ``REALIP_*`` variable realip reads (the table above, and the named-range cache).
+ENVIRONMENT_VARIABLES: Final = (
+    "REALIP_TRUSTED_PROXIES",
+    "REALIP_STRATEGY",
+    "REALIP_ON_FAILURE",
+    "REALIP_FORWARDED_PROTO",
+    "REALIP_FORWARDED_HOST",
+    "REALIP_STRIP_UNTRUSTED_HEADERS",
+    "REALIP_TRUST_UNIX_SOCKET_PEERS",
+    "REALIP_TRUST_ALL_PEERS_UNSAFE",
+    "REALIP_TOA",
+    "REALIP_TOA_PEERS",
+    "REALIP_PROXY_PROTOCOL",
+    "REALIP_PROXY_PROTOCOL_PEERS",
+    "REALIP_PROXY_PROTOCOL_TIMEOUT",
+    "REALIP_PROXY_PROTOCOL_OTHERS",
+    "REALIP_RANGES_DIR",
+)
+#: Prefixes of families of variables (one per provider name).
+_VARIABLE_PREFIXES: Final = ("REALIP_RANGES_URL_",)
+_reported_unknown: set[str] = set()
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """``REALIP_*`` variables realip does not read, each with the likely intended name (or ``None``)."""
+    env = os.environ if environ is None else environ
+    found = []
+    for name in sorted(env):
+        if name.startswith("REALIP_") and name not in ENVIRONMENT_VARIABLES and not name.startswith(_VARIABLE_PREFIXES):
+            close = difflib.get_close_matches(name, ENVIRONMENT_VARIABLES, n=1, cutoff=0.6)
+            found.append((name, close[0] if close else None))
+    return found
+
+
+def _report_unknown_variables(env: Mapping[str, str]) -> None:
+    """Warn, once per name and process, about a ``REALIP_*`` variable that does nothing."""
+    for name, close in unknown_variables(env):
+        if name in _reported_unknown:
+            continue
+        _reported_unknown.add(name)
+        hint = f"; did you mean {close}?" if close else f"; known: {', '.join(ENVIRONMENT_VARIABLES)}"
+        logging.getLogger("realip").warning("realip: %s is not a realip setting and does nothing%s", name, hint)
+
 
 _TRUE = {"1", "on", "true", "yes"}
 _FALSE = {"0", "off", "false", "no"}
@@ -56,7 +110,10 @@ def parse_bool(value: str, *, option: str) -> bool:
 def connection_options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Keyword arguments for :class:`~realip.connection.ConnectionResolver`."""
     env = os.environ if environ is None else environ
+    _report_unknown_variables(env)
     options: dict[str, Any] = {}
+    if "REALIP_TRUSTED_PROXIES" in env:
+        options["trusted_proxies"] = _networks(env["REALIP_TRUSTED_PROXIES"], "REALIP_TRUSTED_PROXIES", env)
     if "REALIP_TOA" in env:
         options["toa"] = parse_bool(env["REALIP_TOA"], option="REALIP_TOA")
     if "REALIP_TOA_PEERS" in env:
@@ -76,10 +133,12 @@ def connection_options_from_env(environ: Mapping[str, str] | None = None) -> dic
     return options
 
 
-def _networks(value: str, option: str) -> str:
+def _networks(value: str, option: str, env: Mapping[str, str] | None = None) -> str:
     from .address import parse_networks
 
-    parse_networks(value, option=option)  # validate here, naming the variable
+    unsafe = "REALIP_TRUST_ALL_PEERS_UNSAFE"
+    everyone = env is not None and parse_bool(env.get(unsafe, "off"), option=unsafe)
+    parse_networks(value, option=option, allow_everyone=everyone)  # validate here, naming the variable
     return value
 
 
@@ -103,8 +162,6 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         variable = "REALIP_" + name.upper()
         if variable in env:
             options[name] = parse_bool(env[variable], option=variable)
-    if "REALIP_TRUSTED_PROXIES" in env:
-        options["trusted_proxies"] = _networks(env["REALIP_TRUSTED_PROXIES"], "REALIP_TRUSTED_PROXIES")
     if "REALIP_STRATEGY" in env:
         from .strategies import strategy_from_name
 
@@ -159,7 +216,11 @@ class Settings:
                 raise ConfigError(name, getattr(self, name), "expected True or False")
         _on_failure(self.on_failure, "on_failure")
         object.__setattr__(
-            self, "trusted_proxies", TrustedNetworks.parse(self.trusted_proxies, option="trusted_proxies")
+            self,
+            "trusted_proxies",
+            TrustedNetworks.parse(
+                self.trusted_proxies, option="trusted_proxies", allow_everyone=self.trust_all_peers_unsafe
+            ),
         )
         object.__setattr__(self, "strategy", self._strategy())
         self.connection_resolver()  # validates toa_peers now, not on the first request
@@ -179,8 +240,20 @@ class Settings:
             raise ConfigError("strategy", strategy, "expected a strategy (realip.strategies) or its name")
         return strategy
 
+    def toa_filter(self) -> TrustedNetworks | Literal[False] | None:
+        """This middleware's own say on TOA answers that a server integration made:
+        ``None`` when neither ``toa`` nor ``toa_peers`` was changed from the default,
+        ``False`` for ``toa=False``, else the ``toa_peers`` networks."""
+        from .address import TrustedNetworks
+
+        if not self.toa:
+            return False
+        if self.toa_peers is None:
+            return None
+        return TrustedNetworks.parse(self.toa_peers, option="toa_peers")
+
     def connection_resolver(self) -> ConnectionResolver:
         from .connection import DEFAULT_TOA_PEERS, ConnectionResolver
 
         peers = DEFAULT_TOA_PEERS if self.toa_peers is None else self.toa_peers
-        return ConnectionResolver(toa=self.toa, toa_peers=peers)
+        return ConnectionResolver(toa=self.toa, toa_peers=peers, trusted_proxies=self.trusted_proxies)

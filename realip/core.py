@@ -15,13 +15,15 @@ The order of trust (``docs/security.md``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from ._log import RateLimitedLog
 from .address import AddressError, ip_text, parse_ip, parse_ip_text
+from .forwarding import parse_host, snippet
 from .result import Resolution, Source, make_resolution
 
 if TYPE_CHECKING:
+    from .address import TrustedNetworks
     from .config import Settings
     from .strategies import Decision
 
@@ -30,6 +32,10 @@ __all__ = ["BoundedCache", "Resolver", "peer_resolution"]
 #: Entries a per-process cache may hold before it is emptied. A hostile client
 #: that varies its port or headers costs at most this much memory.
 CACHE_SIZE: Final = 4096
+
+#: The only schemes a trusted proxy may set (``forwarded_proto``): anything else
+#: (``javascript``, ``file``, ...) is an error in the answer and the log.
+SCHEMES: Final = frozenset({"http", "https", "ws", "wss"})
 
 #: Longest header text (all values of a request together) kept as a cache key.
 #: Longer ones (no chain of real proxies writes them) are decided every time, so
@@ -84,6 +90,9 @@ class Resolver:
         self._forwarded = self.header == "forwarded"
         self._proto = settings.forwarded_proto
         self._host = settings.forwarded_host
+        #: The middleware's own TOA options, when given: ``None`` (not given: the
+        #: integration's settings stand), ``False`` (``toa=False``) or the networks.
+        self._toa_allowed: TrustedNetworks | Literal[False] | None = settings.toa_filter()
         # The built-in walk can answer the common header (bare IPv4 entries) in texts,
         # without address objects; anything else, and other strategies, use decide().
         from .strategies import RightmostUntrusted
@@ -117,17 +126,24 @@ class Resolver:
     def trusts(self, base: Resolution) -> bool:
         """Whether forwarding headers on this request may be believed.
 
-        ``base`` is what the transport says (peer, or TOA / PROXY protocol):
-        its address must be a trusted proxy. A Unix-socket peer (no address) is
-        trusted only with ``trust_unix_socket_peers``.
+        ``base`` is what the transport says (peer, or TOA / PROXY protocol).
+        The one rule: an address is trusted as a proxy only if it was seen on
+        the wire, by this kernel or by a trusted load balancer. So its address
+        must be a trusted proxy, and not one the kernel TOA module wrote into
+        ``getpeername()`` from a TCP option (any sender can put one there). A
+        peer without an address is trusted only on a Unix-socket listener and
+        with ``trust_unix_socket_peers``; a TCP connection whose peer is gone
+        (reset before ``getpeername()``) is never trusted.
         """
         if self.strategy is None:
             return False
-        if self._trust_all:
-            return True
         client = base.client
         if client is None:
-            return self._trust_unix
+            return self._trust_unix and base.source == Source.UNIX
+        if base.toa is not None and base.toa.rewritten_by_kernel:
+            return False
+        if self._trust_all:
+            return True
         host = client[0]
         try:
             return self._trusted_hosts[host]  # type: ignore[no-any-return]
@@ -136,6 +152,25 @@ class Resolver:
         found = self._trusted.contains_text(host)
         self._trusted_hosts.put(host, found)
         return found
+
+    def admit(self, connection: Resolution) -> Resolution:
+        """A server integration's connection answer, held to this middleware's own TOA options.
+
+        The integration asks the TOA module with its settings (``REALIP_*``
+        variables or ``realip.uvicorn.protocols(...)``); ``toa=False`` or a
+        narrower ``toa_peers`` given to the middleware still act: a TOA
+        client they do not allow falls back to the load balancer.
+        """
+        toa = connection.toa
+        if connection.source != Source.TOA or toa is None or toa.rewritten_by_kernel or not connection.hops:
+            return connection
+        if self._toa_allowed is None:
+            return connection
+        if self._toa_allowed is not False and self._toa_allowed.contains_text(connection.hops[-1]):
+            return connection
+        peer = connection.peer
+        base = peer_resolution(peer) if peer is not None else _NO_PEER
+        return make_resolution(base.client, base.peer, base.source, (), None, toa)
 
     def apply(self, base: Resolution, value: str, proto: str | None = None, host: str | None = None) -> Resolution:
         """The answer once a trusted proxy's header is read.
@@ -186,9 +221,17 @@ class Resolver:
         scheme = forwarded_host = None
         proxies = len(hops) - len(base.hops)  # the trusted proxies that handled the request
         if self._proto:
-            scheme = decision_proto if self._forwarded else _pick(proto, proxies, "proto")
+            scheme = decision_proto if self._forwarded else _pick(proto, proxies)
+            if scheme is not None:
+                scheme = scheme.lower() if scheme.isascii() else scheme  # "\u212a".lower() is "k"
+                if scheme not in SCHEMES:
+                    if error is None:
+                        name = "forwarded" if self._forwarded else "x-forwarded-proto"
+                        error = f"{name}: scheme {snippet(scheme)} is not http, https, ws or wss"
+                    scheme = None
         if self._host:
-            forwarded_host = decision_host if self._forwarded else _pick(host, proxies, "host")
+            picked = decision_host if self._forwarded else _pick(host, proxies)
+            forwarded_host = parse_host(picked) if picked is not None and not self._forwarded else picked
         return make_resolution(client, base.peer, self.header or Source.PEER, hops, error, base.toa,
                                base.proxy_protocol, scheme, forwarded_host)  # fmt: skip
 
@@ -221,21 +264,19 @@ class Resolver:
         )
 
 
-def _pick(value: str | None, proxies: int, kind: str) -> str | None:
+def _pick(value: str | None, proxies: int) -> str | None:
     """The ``X-Forwarded-Proto`` / ``-Host`` entry of the proxy the client connected to.
 
     Appending proxies leave one entry each, nearest last, so the client's proxy
     wrote the entry ``proxies`` places from the right; entries further left came
     from the client. A proxy that overwrites leaves one entry, which is then
-    the answer. Anything that is not a scheme / host is ignored.
+    the answer. The caller checks the entry (a scheme, a host).
     """
     if not value:
         return None
-    from .forwarding import parse_host, parse_proto
-
     entries = value.split(",")
     entry = entries[-proxies] if 0 < proxies <= len(entries) else entries[0]
-    return (parse_proto if kind == "proto" else parse_host)(entry.strip())
+    return entry.strip()
 
 
 _NO_PEER: Final = Resolution(client=None, peer=None, source=Source.PEER)

@@ -39,6 +39,7 @@ from typing import Final
 from .address import MAX_HOST_PORT_LENGTH, AddressError, IPAddress, parse_host_port, parse_ip
 
 __all__ = [
+    "FORWARDING_HEADERS",
     "MAX_ENTRIES",
     "MAX_HEADER_LENGTH",
     "Cut",
@@ -103,6 +104,29 @@ _HOST: Final = re.compile(r"(?:([a-z0-9_.-]{1,253})|\[([0-9a-f:.]{2,45})\])(?::(
 #: a single long element can cause.
 _MAX_PAIRS: Final = 16
 _ZONE: Final = re.compile(r"[A-Za-z0-9._-]{1,16}\Z")
+
+
+#: Every header that says who the client is or how it connected, as written by
+#: proxies, CDNs and load balancers (lower case). From a peer that is not a
+#: trusted proxy each of these came from the client itself, and realip removes
+#: them all (``strip_untrusted_headers``), whatever header it is configured to
+#: read, so that no library downstream believes them either.
+FORWARDING_HEADERS: Final = (
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-real-ip",
+    "forwarded",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+)
 
 
 def snippet(text: str) -> str:

@@ -24,7 +24,12 @@ class Source:
     MAPPED: Final = "mapped"
     """The socket peer, an IPv4-mapped IPv6 address unwrapped to IPv4."""
     TOA: Final = "toa"
-    """The kernel TOA module: the NAT64 client behind a trusted load balancer."""
+    """The kernel TOA module: the NAT64 client behind a trusted load balancer
+    (``toa.status`` is ``FOUND``), or a peer address the module itself wrote
+    into ``getpeername()`` from a TCP option (``toa.rewritten_by_kernel``):
+    then nobody on the wire vouched for it, and it is never trusted as a proxy."""
+    UNIX: Final = "unix"
+    """A peer on a Unix-socket listener: no address (``client`` is ``None``)."""
     PROXY_PROTOCOL: Final = "proxy-protocol"
     """A PROXY protocol header sent by a trusted load balancer."""
 
@@ -61,6 +66,13 @@ class Resolution:
     host: str | None = None
     """The host the client asked for, from ``X-Forwarded-Host`` or ``Forwarded
     host=``, when ``forwarded_host`` is on and a trusted proxy said so."""
+
+    @property
+    def rewritten_by_kernel(self) -> bool:
+        """The peer address came from a TCP option, written into ``getpeername()``
+        by a kernel TOA module: no user-space check saw who sent it."""
+        toa = self.toa
+        return toa is not None and toa.rewritten_by_kernel
 
     @property
     def ip(self) -> str | None:

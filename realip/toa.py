@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import enum
 import importlib
+import sys
 from dataclasses import dataclass
-from errno import EBADF, EFAULT, EINVAL, ENOPROTOOPT, ENOSYS
+from errno import EBADF, EFAULT, EINVAL, ENOPROTOOPT, ENOSYS, ENOTCONN
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final, Protocol
 
-__all__ = ["SupportsFileno", "TOAAnswer", "TOAStatus", "available", "lookup"]
+__all__ = ["SupportsFileno", "TOAAnswer", "TOAStatus", "available", "lookup", "unavailable_reason"]
 
 
 class TOAStatus(enum.Enum):
@@ -87,6 +88,17 @@ class TOAAnswer:
         """
         return self.errno == EFAULT
 
+    @property
+    def connection_gone(self) -> bool:
+        """The connection was reset before it was asked (``ENOTCONN``).
+
+        With the module loaded, a client (or load balancer) that resets right
+        after sending its request leaves a socket whose lookup and
+        ``getpeername()`` both answer ``ENOTCONN``: a normal event on a busy
+        site, and nothing can be learnt about the connection any more.
+        """
+        return self.status is TOAStatus.ERROR and self.errno == ENOTCONN
+
 
 class SupportsFileno(Protocol):
     """Anything with a ``fileno()``: :class:`socket.socket`, asyncio's
@@ -95,17 +107,28 @@ class SupportsFileno(Protocol):
     def fileno(self) -> int: ...
 
 
-def _load_shim() -> Any:
-    # Imported by name so that a missing build (sdist without a compiler,
-    # a checkout without an in-place build) degrades to UNAVAILABLE.
+def _load_shim() -> tuple[Any, ImportError | None]:
+    """The compiled shim, or ``None`` and the error importing it raised.
+
+    Imported by name so that a missing build (an sdist installed without a C
+    compiler, a checkout without an in-place build) degrades to UNAVAILABLE.
+    """
     try:
-        return importlib.import_module("realip._toa._toa_lib")
-    except ImportError:
-        return None
+        return importlib.import_module("realip._toa._toa_lib"), None
+    except ImportError as exc:
+        return None, exc
 
 
-_shim: Final[Any] = _load_shim()
+_shim, _SHIM_ERROR = _load_shim()
 _AVAILABLE: Final[bool] = _shim is not None and bool(_shim.lib.realip_toa_available())
+
+#: How to get the shim; setup.py prints the same advice when it cannot build it.
+_GET_THE_SHIM: Final = (
+    "To get it, install a realip wheel, or install gcc and the Python headers (python3-dev) "
+    "and run: pip install --force-reinstall --no-cache-dir realip."
+)
+_SILENCE: Final = "Set toa=False or REALIP_TOA=off to silence this."
+
 
 # File descriptors are C ints; anything outside cannot name an open file.
 _FD_MIN: Final = -(2**31)
@@ -128,6 +151,27 @@ def available() -> bool:
     connected socket tells (:attr:`TOAStatus.NO_MODULE`).
     """
     return _AVAILABLE
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`lookup` cannot ask the TOA module, and what to do; ``None`` when it can.
+
+    One line for a log, completing "TOA requested but ...": the compiled shim is
+    missing (realip was installed from source without a C compiler), could not
+    be loaded, or is the stub built off Linux. Each says how to silence it
+    (``toa=False``, ``REALIP_TOA=off``), and the first two how to get the shim.
+    """
+    if _AVAILABLE:
+        return None
+    consequence = "so NAT64 clients show as their load balancer."
+    if isinstance(_SHIM_ERROR, ModuleNotFoundError):
+        return (
+            "the compiled TOA shim is missing (realip was installed from source without a C compiler), "
+            f"{consequence} {_GET_THE_SHIM} {_SILENCE}"
+        )
+    if _SHIM_ERROR is not None:
+        return f"the compiled TOA shim could not be loaded ({_SHIM_ERROR}), {consequence} {_GET_THE_SHIM} {_SILENCE}"
+    return f"TOA lookups need Linux (this is {sys.platform}), {consequence} {_SILENCE}"
 
 
 def lookup(sock: int | SupportsFileno) -> TOAAnswer:

@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import socket
 from collections.abc import Awaitable, Iterable
 from typing import Any, ClassVar
 
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware as _ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
 
-from ._log import RateLimitedLog
+from ._log import Once, RateLimitedLog
 from .address import IPNetwork
 from .config import connection_options_from_env
-from .connection import DEFAULT_TOA_PEERS, ConnectionResolver
+from .connection import CONNECTION_GONE, DEFAULT_TOA_PEERS, ConnectionResolver
 from .proxy_protocol import ProxyProtocolError, ProxyProtocolReader
 from .result import Resolution
 
@@ -49,11 +52,8 @@ __all__ = [  # noqa: F822 - the WebSocket classes are built on first access (mod
     "protocols",
 ]
 
-#: The answer of an HTTP connection that may be upgraded to a WebSocket, by
-#: ``id(transport)``; the WebSocket protocol takes it over. Entries live as long
-#: as their connection: removed on upgrade or in ``connection_lost``.
-_handoff: dict[int, Resolution] = {}
 _errors = RateLimitedLog()
+_once = Once()
 
 
 class ConnectionApp:
@@ -91,22 +91,34 @@ class _ConnectionMixin:
             resolver = _default_resolver()
         return resolver
 
-    def _realip_apply(self, transport: asyncio.BaseTransport, resolution: Resolution | None) -> None:
-        if not _checked_proxy_headers:
-            _check_proxy_headers(self.app)
-        if resolution is None:
-            resolution = self._realip_resolver().resolve(transport.get_extra_info("socket"), self.client)
+    def _realip_resolve(self, transport: asyncio.BaseTransport) -> Resolution:
+        """The connection's own answer (socket peer, TOA). A missing peer is a Unix-socket
+        peer only when the listener has no TCP address (uvicorn's ``server`` is ``None``)."""
+        unix = getattr(self, "server", None) is None
+        return self._realip_resolver().resolve(transport.get_extra_info("socket"), self.client, unix=unix)
+
+    def _realip_apply(self, transport: asyncio.BaseTransport, resolution: Resolution) -> None:
+        app = self.app
+        if type(app) is _ProxyHeadersMiddleware:
+            app = self.app = app.app
+            _once(
+                logging.INFO,
+                "realip: uvicorn's proxy headers are off on realip's connections (they trust 127.0.0.1,::1 by "
+                "default and run before realip); realip's trusted_proxies decide. Start uvicorn with "
+                "--no-proxy-headers to silence this.",
+            )
         if resolution.client is not None:
             self.client = resolution.client
         # Its bound __call__: uvicorn calls self.app once per request, and a bound method
         # is cheaper to call than an instance (no __call__ lookup on the type).
-        self.app = ConnectionApp(self.app, resolution).__call__
+        self.app = ConnectionApp(app, resolution).__call__
         self._realip_resolution = resolution
 
 
 class _HTTPMixin(_ConnectionMixin):
     _realip_reader: ProxyProtocolReader | None = None
     _realip_deadline: asyncio.TimerHandle | None = None
+    _realip_base: Resolution
     #: The ``data_received`` that ``super()`` finds from here, looked up once per class:
     #: it is called for every read of every connection, and ``super()`` costs a lookup.
     _realip_next_data_received: ClassVar[Any] = None
@@ -119,23 +131,50 @@ class _HTTPMixin(_ConnectionMixin):
                 cls._realip_next_data_received = base.__dict__["data_received"]
                 break
 
+    #: The WebSocket protocol class uvicorn was configured with (``--ws``), made realip's.
+    _realip_ws_class: type[asyncio.Protocol] | None = None
+
+    @property
+    def ws_protocol_class(self) -> Any:
+        """What uvicorn calls to make the WebSocket protocol of an upgraded connection.
+
+        The configured class (``--ws``), with realip's connection answer added
+        when it is not realip's own, called with this connection's answer: the
+        WebSocket takes it over (one lookup per connection, nothing kept
+        anywhere else). Read by uvicorn only on requests that ask to upgrade.
+        """
+        ws_class = self._realip_ws_class
+        if ws_class is None:
+            return None
+        return functools.partial(_websocket, ws_class, getattr(self, "_realip_resolution", None))
+
+    @ws_protocol_class.setter
+    def ws_protocol_class(self, value: type[asyncio.Protocol] | None) -> None:
+        self._realip_ws_class = _with_connection_answer(value)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
         _nodelay(transport)
+        base = self._realip_resolve(transport)
+        if base is CONNECTION_GONE:
+            # Reset before it could be asked about: the client cannot read an answer, and the
+            # load balancer's address must not stand in for it. Nothing reaches the app.
+            transport.close()
+            return
         resolver = self._realip_resolver()
-        expects = resolver.expects_proxy_header(self.client)
+        expects = resolver.expects_proxy_header(base)
         if expects is None:
             _errors.warning("connection closed: peer may not send a PROXY header", str(self.client and self.client[0]))
             transport.close()
             return
         if expects:
             # Hold everything back from the HTTP parser until the header is complete.
+            self._realip_base = base
             self._realip_reader = resolver.proxy_header_reader()
             loop = asyncio.get_running_loop()
             self._realip_deadline = loop.call_later(resolver.proxy_protocol_timeout, self._realip_too_slow, transport)
             return
-        self._realip_apply(transport, None)
-        _handoff[id(transport)] = self._realip_resolution
+        self._realip_apply(transport, base)
 
     def data_received(self, data: bytes) -> None:
         reader = self._realip_reader
@@ -152,8 +191,7 @@ class _HTTPMixin(_ConnectionMixin):
             return  # need more: the deadline is still running
         self._realip_reader = None
         self._realip_cancel_deadline()
-        self._realip_apply(transport, self._realip_resolver().from_proxy_header(header, self.client))
-        _handoff[id(transport)] = self._realip_resolution
+        self._realip_apply(transport, self._realip_resolver().from_proxy_header(header, self._realip_base))
         rest = reader.rest
         if rest:
             super().data_received(rest)  # type: ignore[misc]
@@ -176,14 +214,49 @@ class _HTTPMixin(_ConnectionMixin):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._realip_cancel_deadline()
-        _handoff.pop(id(self.transport), None)  # type: ignore[attr-defined]
         super().connection_lost(exc)  # type: ignore[misc]
 
 
 class _WebSocketMixin(_ConnectionMixin):
+    #: The answer of the HTTP connection this WebSocket was upgraded from.
+    _realip_inherited: Resolution | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
-        self._realip_apply(transport, _handoff.pop(id(transport), None))
+        resolution = self._realip_inherited
+        if resolution is None:  # not upgraded from realip's HTTP protocol: ask for itself
+            resolution = self._realip_resolve(transport)
+            if resolution is CONNECTION_GONE:
+                transport.close()
+                return
+        self._realip_apply(transport, resolution)
+
+
+def _websocket(ws_class: type[asyncio.Protocol], resolution: Resolution | None, **kwargs: Any) -> asyncio.Protocol:
+    """Make the WebSocket protocol of an upgraded connection, with the connection's answer."""
+    protocol = ws_class(**kwargs)
+    protocol._realip_inherited = resolution  # type: ignore[attr-defined]
+    return protocol
+
+
+_with_answer: dict[type, type] = {}
+
+
+def _with_connection_answer(ws_class: type[asyncio.Protocol] | None) -> type[asyncio.Protocol] | None:
+    """``ws_class`` if it is realip's, else the same class with realip's connection answer.
+
+    With realip's HTTP protocol and uvicorn's own ``--ws`` (the default
+    ``auto``), a WebSocket would otherwise get the load balancer's address
+    instead of the TOA or PROXY protocol client. Cached per class.
+    """
+    if ws_class is None or issubclass(ws_class, _WebSocketMixin):
+        return ws_class
+    found = _with_answer.get(ws_class)
+    if found is None:
+        doc = f"{ws_class.__name__}, plus realip's connection answer."
+        found = type(ws_class.__name__, (_WebSocketMixin, ws_class), {"__module__": __name__, "__doc__": doc})
+        _with_answer[ws_class] = found
+    return found
 
 
 def _nodelay(transport: asyncio.BaseTransport) -> None:
@@ -203,33 +276,6 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
 
 
 _default: ConnectionResolver | None = None
-_checked_proxy_headers = False
-
-
-def _check_proxy_headers(app: Any) -> None:
-    """Warn (once) when uvicorn's own ProxyHeadersMiddleware runs before realip.
-
-    It is on by default and trusts ``127.0.0.1,::1`` (``--forwarded-allow-ips``).
-    realip's middleware restores the client from the connection's answer, but
-    the scheme uvicorn took from ``X-Forwarded-Proto`` stays, and it knows
-    nothing of TOA, mapped addresses or ``Forwarded``.
-    """
-    global _checked_proxy_headers
-    _checked_proxy_headers = True
-    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-
-    while app is not None:
-        if isinstance(app, ProxyHeadersMiddleware):
-            import logging
-
-            logging.getLogger("realip").warning(
-                "realip: uvicorn's proxy headers are on (--forwarded-allow-ips, 127.0.0.1,::1 by default): for "
-                "those peers uvicorn takes the scheme from X-Forwarded-Proto, and without realip's middleware "
-                "the client from X-Forwarded-For. Start uvicorn with --no-proxy-headers and let realip's "
-                "trusted_proxies (and forwarded_proto) do that."
-            )
-            return
-        app = getattr(app, "app", None)
 
 
 def _default_resolver() -> ConnectionResolver:

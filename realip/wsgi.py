@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import socket
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._log import Once
-from .connection import ConnectionResolver
+from .address import is_local
+from .connection import CONNECTION_GONE, UNIX_PEER, ConnectionResolver
 from .core import CACHED_VALUE_LENGTH, BoundedCache, Resolver, peer_resolution
+from .forwarding import FORWARDING_HEADERS
 from .result import Resolution, Source, make_resolution
 
 __all__ = ["RealIPWSGIMiddleware"]
@@ -40,10 +43,11 @@ class ConnectionLookup:
         #: same id after the first was closed and freed (then it is a miss).
         self._by_socket: BoundedCache = BoundedCache()
         self._peer_by_socket: weakref.WeakKeyDictionary[object, tuple[str, int]] = weakref.WeakKeyDictionary()
-        #: gunicorn --proxy-protocol: per socket, (REMOTE_ADDR, REMOTE_PORT, answer).
-        self._proxy_by_socket: weakref.WeakKeyDictionary[object, tuple[Any, Any, Resolution]] = (
-            weakref.WeakKeyDictionary()
-        )
+        #: gunicorn --proxy-protocol: per socket, the answer from its PROXY header.
+        self._proxy_by_socket: weakref.WeakKeyDictionary[object, Resolution] = weakref.WeakKeyDictionary()
+        #: Set once gunicorn has parsed a PROXY header in this process: from then on,
+        #: requests without one are looked up by socket (before it: no cost at all).
+        self.proxy_protocol_seen = False
         self._once = Once()
 
     def ask(self, environ: Environ, base: Resolution) -> Resolution:
@@ -63,27 +67,34 @@ class ConnectionLookup:
         self._by_socket.put(id(sock), (weakref.ref(sock), found))
         return found
 
-    def gunicorn_proxy_protocol(self, environ: Environ) -> Resolution:
-        """The answer when gunicorn has parsed a PROXY header (``--proxy-protocol``).
+    def gunicorn_proxy_protocol(self, environ: Environ) -> Resolution | None:
+        """The connection's answer when gunicorn parsed a PROXY header (``--proxy-protocol``);
+        ``None`` for a connection that sent none.
 
         gunicorn checks its own ``--proxy-allow-from`` and puts the header's
         source in ``REMOTE_ADDR``; for ``LOCAL`` / ``UNKNOWN`` (health checks)
         it leaves ``REMOTE_ADDR`` as ``None``, and the load balancer itself is
-        the client: realip asks the socket (once per connection). Reading what
-        gunicorn found, not parsing twice, is the point.
+        the client: realip asks the socket. Reading what gunicorn found, not
+        parsing twice, is the point.
+
+        gunicorn's sync and gthread workers put the header into the environ of
+        the connection's *first* request only; the next requests on the same
+        keep-alive connection would show the load balancer, whose forwarding
+        headers (written by the client) a trusted load balancer would make
+        believed. So the answer is kept per socket, for every request of the
+        connection.
         """
         sock = environ.get("gunicorn.socket") or environ.get("gunicorn.sock")
+        if "PROXY_PROTOCOL" not in environ:
+            if sock is None:
+                return None
+            try:
+                return self._proxy_by_socket.get(sock)
+            except TypeError:  # not weakly referenceable: nothing kept
+                return None
+        self.proxy_protocol_seen = True
         client = environ.get("REMOTE_ADDR")
         port = environ.get("REMOTE_PORT")
-        if sock is not None:
-            # The same answer for every request of the connection: keep it, so that the
-            # header cache (keyed by the answer's identity) hits on keep-alive requests.
-            try:
-                cached = self._proxy_by_socket.get(sock)
-            except TypeError:  # not weakly referenceable: nothing kept
-                cached = None
-            if cached is not None and cached[0] == client and cached[1] == port:
-                return cached[2]
         peer = self._socket_peer(sock)
         base = peer_resolution(peer) if peer is not None else peer_resolution(None)  # type: ignore[arg-type]
         if client is None:  # LOCAL / UNKNOWN
@@ -97,7 +108,7 @@ class ConnectionLookup:
                 answer = make_resolution(found.client, base.peer, Source.PROXY_PROTOCOL, hops)
         if sock is not None:
             try:  # noqa: SIM105 - not weakly referenceable: nothing kept
-                self._proxy_by_socket[sock] = (client, port, answer)
+                self._proxy_by_socket[sock] = answer
             except TypeError:
                 pass
         return answer
@@ -127,6 +138,26 @@ class ConnectionLookup:
             environ.get("SERVER_SOFTWARE", "unknown"),
         )
         return base
+
+
+def _unix_listener(environ: Environ) -> bool:
+    """Whether this request came in on a Unix-socket listener.
+
+    The socket tells where the server exposes it; elsewhere a listener without
+    a TCP port (``SERVER_PORT`` empty or absent) is taken for one.
+    """
+    for key in SOCKET_KEYS:
+        sock = environ.get(key)
+        if sock is not None:
+            return getattr(sock, "family", None) == socket.AF_UNIX
+    port = str(environ.get("SERVER_PORT") or "")
+    return not (port.isdigit() and int(port) > 0)
+
+
+def _gone(environ: Environ) -> None:
+    """A connection reset before it could be asked about: the app does not run it."""
+    environ["realip"] = CONNECTION_GONE
+    return None
 
 
 def _uwsgi_connection_fd() -> int | None:
@@ -181,9 +212,10 @@ class RealIPWSGIMiddleware:
         self._peer_entry = self._apply.peer_entry
         self._with_peer = self._apply.with_peer
         self._resolve = self._apply.resolve
+        self._connection = self._apply.connection
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if "PROXY_PROTOCOL" not in environ:
+        if "PROXY_PROTOCOL" not in environ and not self._connection.proxy_protocol_seen:
             try:
                 entry = self._peers[(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))]
             except KeyError:
@@ -198,7 +230,7 @@ class RealIPWSGIMiddleware:
         else:
             resolution = self._resolve(environ)
         if resolution is None:
-            return _reject(start_response)
+            return _reject(start_response, gone=environ.get("realip") is CONNECTION_GONE)
         return self.app(environ, start_response)
 
 
@@ -217,6 +249,12 @@ class EnvironResolver:
         self.proto_key = "HTTP_X_FORWARDED_PROTO" if settings.forwarded_proto and header != "forwarded" else None
         self.host_key = "HTTP_X_FORWARDED_HOST" if settings.forwarded_host and header != "forwarded" else None
         self.strip = settings.strip_untrusted_headers
+        #: What is removed from an untrusted peer's request: every forwarding header
+        #: (underscore spellings fold into the same keys under WSGI).
+        self.strip_keys = tuple(
+            dict.fromkeys(_environ_key(name) for name in (*FORWARDING_HEADERS, *([header] if header else [])))
+        )
+        self._once = Once()
         #: (REMOTE_ADDR, REMOTE_PORT) -> _PeerEntry: everything about a peer decided once.
         self._peers = BoundedCache()
         self._one_header = self.proto_key is None and self.host_key is None
@@ -231,18 +269,23 @@ class EnvironResolver:
         integration (Django under an ASGI server), else it is found here.
         """
         if connection is None:
-            if "PROXY_PROTOCOL" not in environ:
+            proxied = self.connection.gunicorn_proxy_protocol(environ)  # gunicorn --proxy-protocol read a header
+            if proxied is None:
                 return self.with_peer(environ, self.peer_entry(environ))
-            resolution = self.connection.gunicorn_proxy_protocol(environ)  # gunicorn --proxy-protocol read a header
-        else:
-            resolution = connection
+            resolution = proxied
+        else:  # from the server integration, held to this middleware's own TOA options
+            resolution = self.resolver.admit(connection)
+            if resolution is CONNECTION_GONE:
+                return _gone(environ)
         return self._headers(environ, resolution, self.key is not None and self.resolver.trusts(resolution))
 
     def with_peer(self, environ: Environ, entry: _PeerEntry) -> Resolution | None:
         """:meth:`resolve` for a request whose socket peer is looked up (``peer_entry``)."""
         resolution = entry[0]
-        if entry[1]:  # a TOA load balancer: the connection's answer
+        if entry[1]:  # a peer that would be trusted: the connection's answer (TOA)
             resolution = self.connection.ask(environ, resolution)
+            if resolution is CONNECTION_GONE:
+                return _gone(environ)
             if resolution is not entry[0]:
                 return self._headers(environ, resolution, self.key is not None and self.resolver.trusts(resolution))
         if entry[2] and self._one_header:
@@ -259,23 +302,38 @@ class EnvironResolver:
 
     def _headers(self, environ: Environ, resolution: Resolution, trusted: bool) -> Resolution | None:
         key = self.key
-        if key is not None:
-            if trusted:
-                resolver = self.resolver
-                resolution = resolver.apply(
-                    resolution,
-                    environ.get(key, ""),
-                    environ.get(self.proto_key) if self.proto_key else None,
-                    environ.get(self.host_key) if self.host_key else None,
-                )
-                if resolution.error is not None and resolver.reject:
-                    environ["realip"] = resolution
-                    return None
-            elif self.strip:
-                for name in (key, self.proto_key, self.host_key):
-                    if name is not None:
-                        environ.pop(name, None)
+        if key is not None and trusted:
+            resolver = self.resolver
+            resolution = resolver.apply(
+                resolution,
+                environ.get(key, ""),
+                environ.get(self.proto_key) if self.proto_key else None,
+                environ.get(self.host_key) if self.host_key else None,
+            )
+            if resolution.error is not None and resolver.reject:
+                environ["realip"] = resolution
+                return None
+            return _write(environ, resolution)
+        if self.strip:
+            self._strip(environ, resolution)
         return _write(environ, resolution)
+
+    def _strip(self, environ: Environ, resolution: Resolution) -> None:
+        """Remove every forwarding header a client (an untrusted peer) sent about itself."""
+        stripped = False
+        for name in self.strip_keys:
+            if name in environ:
+                del environ[name]
+                stripped = True
+        if stripped and resolution.client is not None and is_local(resolution.client[0]):
+            self._once(
+                logging.WARNING,
+                "realip: a peer in private or loopback address space (%s) sent forwarding headers, and realip "
+                "removed them because it is not in trusted_proxies. If it is your proxy, add its address to "
+                "trusted_proxies (REALIP_TRUSTED_PROXIES); if it is a container runtime's NAT gateway or userland "
+                "proxy, the client cannot be recovered here (see docs/proxies.md). Said once.",
+                resolution.client[0],
+            )
 
     def peer_entry(self, environ: Environ) -> _PeerEntry:
         """What is known about the request's socket peer, decided once per peer (cached):
@@ -291,6 +349,13 @@ class EnvironResolver:
         if entry is None:
             resolution = peer_resolution(peer)  # type: ignore[arg-type]
             client = resolution.client
+            if client is None:
+                # No address: a Unix-socket peer only if the listener is one; never cached,
+                # since the same (empty) REMOTE_ADDR may come from either.
+                if _unix_listener(environ):
+                    resolution = UNIX_PEER
+                trusted = self.key is not None and self.resolver.trusts(resolution)
+                return [resolution, False, trusted, None, None, not trusted and not self.strip, None]
             toa = client is not None and self.connection.resolver.may_ask(client)
             trusted = self.key is not None and self.resolver.trusts(resolution)
             # REMOTE_ADDR / REMOTE_PORT to write, or None when the text is the same already
@@ -307,7 +372,7 @@ class EnvironResolver:
                 trusted,
                 addr,
                 port,
-                not toa and (self.key is None or (not trusted and not self.strip)),
+                not toa and not trusted and not self.strip,
                 None,  # (last header text, answer with it), for a trusted proxy
             ]
             self._peers.put(peer, entry)
@@ -331,9 +396,10 @@ def _write(environ: Environ, resolution: Resolution) -> Resolution:
     return resolution
 
 
-def _reject(start_response: StartResponse) -> Iterable[bytes]:
+def _reject(start_response: StartResponse, *, gone: bool = False) -> Iterable[bytes]:
     # The reason is in the log, not in the response: it may quote what a client sent.
-    body = b"Bad forwarding header\n"
+    # A connection already reset gets an answer nobody reads: the app never ran.
+    body = b"Connection reset\n" if gone else b"Bad forwarding header\n"
     start_response(
         "400 Bad Request", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
     )
