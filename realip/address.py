@@ -191,14 +191,23 @@ def _parse_port(text: str, whole: str) -> int:
     return port
 
 
+#: Where a reverse proxy or a container runtime's gateway usually is: loopback,
+#: RFC 1918, RFC 4193 and link-local space (not the documentation ranges that
+#: :attr:`ipaddress.IPv4Address.is_private` also counts).
+LOCAL_NETWORKS: Final = tuple(
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+              "::1/128", "fc00::/7", "fe80::/10")
+)  # fmt: skip
+
+
 def is_local(text: str) -> bool:
-    """Whether the address ``text`` is loopback or private (RFC 1918, RFC 4193, link-local):
-    where a reverse proxy or a container runtime's gateway usually is. ``False`` for non-addresses."""
+    """Whether the address ``text`` is in :data:`LOCAL_NETWORKS`; ``False`` for non-addresses."""
     try:
         ip = parse_ip(text)
     except AddressError:
         return False
-    return ip.is_loopback or ip.is_private or ip.is_link_local
+    return any(ip in network for network in LOCAL_NETWORKS)
 
 
 def canonical_host(text: str) -> str:

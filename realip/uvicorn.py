@@ -102,7 +102,7 @@ class _ConnectionMixin:
         if type(app) is _ProxyHeadersMiddleware:
             app = self.app = app.app
             _once(
-                logging.INFO,
+                logging.WARNING,
                 "realip: uvicorn's proxy headers are off on realip's connections (they trust 127.0.0.1,::1 by "
                 "default and run before realip); realip's trusted_proxies decide. Start uvicorn with "
                 "--no-proxy-headers to silence this.",
