@@ -20,6 +20,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final, TypeAlias
 
 from .errors import ConfigError
+from .ranges import RangesError, UnknownRangeError, networks
 
 __all__ = [
     "AddressError",
@@ -202,7 +203,7 @@ LOCAL_NETWORKS: Final = tuple(
 
 
 def is_local(text: str) -> bool:
-    """Whether the address ``text`` is in :data:`LOCAL_NETWORKS`; ``False`` for non-addresses."""
+    """Whether the address ``text`` is in ``LOCAL_NETWORKS``; ``False`` for non-addresses."""
     try:
         ip = parse_ip(text)
     except AddressError:
@@ -261,6 +262,9 @@ def parse_networks(
                 if isinstance(value, str):
                     continue  # "a, b," or an empty environment variable
                 raise ConfigError(option, item, "empty entry")
+            if text[0].isalpha() and ":" not in text:
+                networks.extend(_named_range(text, option))  # "cloudflare", "private": checked lists
+                continue
             network = _parse_network_text(text, option)
         else:
             raise ConfigError(option, item, "expected an IP address or CIDR network")
@@ -275,6 +279,18 @@ def parse_networks(
             _wide.warn(option, network)
         networks.append(network)
     return tuple(networks)
+
+
+def _named_range(name: str, option: str) -> tuple[IPNetwork, ...]:
+    """The networks of a named range (:mod:`realip.ranges`), or a ConfigError listing the names."""
+    try:
+        return tuple(_unmap_network(n) for n in networks(name))  # checked lists: no width warning
+    except UnknownRangeError as exc:
+        why = f"not an address, a network or a known range name ({exc.args[0] if exc.args else exc}); "
+        why += "hostnames are not resolved: write the proxy's IP address or network (e.g. '10.0.0.5')"
+        raise ConfigError(option, name, why) from None
+    except RangesError as exc:
+        raise ConfigError(option, name, str(exc)) from None
 
 
 def _parse_network_text(text: str, option: str) -> IPNetwork:
