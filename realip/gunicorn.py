@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from uvicorn_worker import UvicornWorker as _UvicornWorker
+try:
+    from uvicorn_worker import UvicornWorker as _UvicornWorker
+except ImportError as exc:  # uvicorn-worker, or the gunicorn or uvicorn it needs, is not installed
+    raise ImportError(
+        f"realip.gunicorn needs gunicorn, uvicorn and uvicorn-worker ({exc}): pip install 'realip[gunicorn]'",
+        name=exc.name,
+    ) from exc
 
 __all__ = ["UvicornH11Worker", "UvicornWorker"]
 

@@ -9,6 +9,12 @@ place for development::
 
     python realip/_toa/build.py
 
+The module is built against Python's limited API: cffi's setuptools hook sets
+``py_limited_api`` on a regular CPython, so the file is ``_toa_lib.abi3.so``
+and setup.py tags the wheel ``cp310-abi3``, one wheel for every CPython >= 3.10.
+setup.py also makes it optional: without a C compiler the package installs
+without it and :func:`realip.toa.unavailable_reason` says how to get it.
+
 The declarations live in ``toa_shim.h``, which doubles as the cdef, and the C
 in ``toa_shim.c``. On a platform other than Linux the same file is compiled as
 a stub whose lookup answers ``ENOSYS`` and whose ``realip_toa_available()`` is 0:

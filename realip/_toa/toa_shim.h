@@ -1,6 +1,6 @@
 /*
  * realip TOA shim: ask the kernel TOA module for the NAT64 client of one
- * accepted TCP socket (see docs/toa.md and toa-abi.md).
+ * accepted TCP socket (see docs/toa.md and docs/toa-module.md).
  *
  * This file is both the C header and the cffi cdef (build.py reads it), so it
  * holds plain declarations only: cffi's parser accepts no #include or #if,
