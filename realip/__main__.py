@@ -2,7 +2,8 @@
 
 ``realip doctor`` tells what this host does to client addresses; see
 :mod:`realip.doctor`. Exit status: 0 when the report was produced (whatever it
-found), 2 for bad usage.
+found), 1 when ``--expect`` was given and something expected is missing, 2 for
+bad usage.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, doctor
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,29 +25,52 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"realip {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    doctor = commands.add_parser(
+    doctor_parser = commands.add_parser(
         "doctor",
         help="what this host does to client addresses",
-        description=(
+        description=textwrap.fill(
             "Report what this host does to client addresses: net.ipv6.bindv6only, IPv4 forwarding, the TOA "
             "kernel module (with a live lookup on a loopback connection), and the TCP listeners of this network "
             "namespace, with advice for each finding. Each [::] listener is checked for IPv4 by connecting to "
-            "127.0.0.1:PORT and closing at once (skip with --no-probe). Always exits 0 once the report is out."
+            "127.0.0.1:PORT and closing at once (skip with --no-probe). Also lists the REALIP_* variables of "
+            "this environment, validated as realip reads them. Exits 0 once the report is out; with --expect, "
+            "exits 1 when something expected is missing (a PROBLEM line, naming the docs page that fixes it).",
+            79,
+            break_on_hyphens=False,
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="expectations (--expect):\n"
+        + "\n".join(
+            textwrap.fill(text, 79, initial_indent=f"  {name:<11} ", subsequent_indent=" " * 14, break_on_hyphens=False)
+            for name, text in doctor.EXPECTATIONS.items()
         ),
     )
-    doctor.add_argument("--json", action="store_true", help="print the report as JSON (stable schema) instead")
-    doctor.add_argument(
+    doctor_parser.add_argument("--json", action="store_true", help="print the report as JSON (stable schema) instead")
+    doctor_parser.add_argument(
         "--no-probe",
         action="store_true",
         help="do not connect to other programs' [::] listeners to see whether they take IPv4",
     )
+    doctor_parser.add_argument(
+        "--expect",
+        action="append",
+        choices=list(doctor.EXPECTATIONS),
+        default=[],
+        metavar="WHAT",
+        help="what this host should have: " + ", ".join(doctor.EXPECTATIONS) + " (repeatable; see below); "
+        "a missing piece is a PROBLEM and the exit status 1",
+    )
+    from .ranges.cli import add_parser as add_ranges_parser
+
+    add_ranges_parser(commands)  # realip ranges show|update
+    from .serve import add_parser as add_serve_parser
+
+    add_serve_parser(commands)  # realip serve APP --bind '[::]:8000'
     return parser
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from . import doctor  # imported here: other subcommands need not pay for it
-
-    report = doctor.collect(probes=not args.no_probe)
+    report = doctor.collect(probes=not args.no_probe, expect=args.expect)
     if args.json:
         json.dump(doctor.render_json(report), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -53,7 +78,7 @@ def _doctor(args: argparse.Namespace) -> int:
         colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         sys.stdout.write(doctor.render_text(report, colour=colour))
     sys.stdout.flush()
-    return 0
+    return 1 if args.expect and report.problems else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Keep the interpreter from complaining again when it flushes stdout at exit.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
+    if args.command == "ranges":
+        from .ranges.cli import run as run_ranges
+
+        return run_ranges(args)
+    if args.command == "serve":
+        from .serve import main as run_serve
+
+        return run_serve(args)
     parser.print_usage(sys.stderr)
     print("realip: error: a command is required (try: realip doctor)", file=sys.stderr)
     return 2

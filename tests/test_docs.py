@@ -91,6 +91,91 @@ def test_site_builds_without_a_single_warning(site: Path) -> None:
     assert (site / "api.html").read_text().count('class="sig sig-object py"') > 50  # the reference is generated
 
 
+#: What the reference must show for the integrations whose server or framework
+#: the docs extra does not install (docs/conf.py mocks them).
+INTEGRATION_OBJECTS = (
+    "realip.django.RealIPMiddleware",
+    "realip.django.RealIPConfig",
+    "realip.uvicorn.HttpToolsProtocol",
+    "realip.uvicorn.AutoHTTPProtocol",
+    "realip.gunicorn.UvicornWorker",
+)
+
+
+def test_the_reference_shows_the_server_and_framework_integrations(site: Path) -> None:
+    api = (site / "api.html").read_text(encoding="utf-8")
+    for name in INTEGRATION_OBJECTS:
+        assert f'id="{name}"' in api, name
+
+
+#: Modules the docs extra (pyproject.toml) does not install, and that realip's
+#: integrations import: hidden from the build below, as on a docs-only machine.
+NOT_IN_THE_DOCS_EXTRA = ("asgiref", "django", "gunicorn", "uvicorn", "uvicorn_worker", "starlette", "fastapi", "flask")
+
+BUILD_WITHOUT = """
+import importlib.abc, sys
+hidden = set(sys.argv[1].split(","))
+
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in hidden:
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden: not in the docs extra)", name=name)
+        return None
+
+sys.meta_path.insert(0, Hide())  # autodoc's mocks go in front of it while it imports
+from sphinx.cmd.build import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_the_documented_build_works_with_only_the_docs_extra(tmp_path: Path) -> None:
+    """``sphinx-build -W -n -b html docs ...`` as pyproject.toml documents it, with
+    the servers and frameworks hidden as if only ``.[docs]`` were installed."""
+    out = tmp_path / "html"
+    argv = [sys.executable, "-c", BUILD_WITHOUT, ",".join(NOT_IN_THE_DOCS_EXTRA)]
+    argv += ["-W", "--keep-going", "-n", "-q", "-b", "html", str(DOCS), str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, f"sphinx-build failed:\n{done.stdout[-5000:]}\n{done.stderr[-10000:]}"
+    api = (out / "api.html").read_text(encoding="utf-8")
+    for name in INTEGRATION_OBJECTS:
+        assert f'id="{name}"' in api, name
+
+
+#: Public modules written now, added to api.md when their docstrings build with -W -n.
+NOT_YET_IN_THE_REFERENCE = {
+    "realip.ranges",
+    "realip.ranges.cli",
+    "realip.ranges.fetch",
+    "realip.ranges.lists",
+}
+
+
+def test_the_reference_covers_every_public_module() -> None:
+    import pkgutil
+
+    import realip
+
+    public = {"realip"}
+    for module in pkgutil.walk_packages(realip.__path__, "realip."):
+        if not any(part.startswith("_") and part != "__main__" for part in module.name.split(".")):
+            public.add(module.name)
+    documented = set(re.findall(r"^\.\. automodule:: (\S+)", (DOCS / "api.md").read_text(encoding="utf-8"), re.M))
+    assert not documented & NOT_YET_IN_THE_REFERENCE, "documented now: drop them from NOT_YET_IN_THE_REFERENCE"
+    missing = sorted(public - documented - NOT_YET_IN_THE_REFERENCE)
+    assert not missing, f"docs/api.md has no automodule for {missing}"
+
+
+def test_the_pages_the_code_points_at_have_those_sections(site: Path) -> None:
+    """Advice in realip/ ends with ``see docs/PAGE.md#SECTION``: the section must exist."""
+    pointers = set()
+    for path in (ROOT / "realip").rglob("*.py"):
+        pointers.update(re.findall(r"docs/([a-z0-9_-]+)\.md#([a-z0-9_-]+)", path.read_text(encoding="utf-8")))
+    assert pointers
+    missing = sorted(f"docs/{page}.md#{anchor}" for page, anchor in pointers
+                     if anchor not in _parse(site / f"{page}.html").ids)  # fmt: skip
+    assert not missing, missing
+
+
 class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

@@ -411,7 +411,7 @@ def run_doctor(tmp_path: Path) -> RunDoctor:
     def run(
         *args: str, extra_env: dict[str, str] | None = None, code: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        environment = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("REALIP_TOA_EMU")}
+        environment = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("TOA_EMU")}
         # `python -m` puts the working directory first on sys.path: run from an empty one.
         environment["PYTHONPATH"] = os.pathsep.join(
             [str(_realip_parent()), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -501,7 +501,7 @@ def test_doctor_with_the_emulated_module_present(run_doctor: RunDoctor, emulator
 
 def test_doctor_with_the_emulated_module_absent(run_doctor: RunDoctor, emulator: Path) -> None:
     env = toa_emulator.env({}, library=emulator, module=False)
-    assert env["REALIP_TOA_EMU_MODULE"] == "absent"
+    assert env["TOA_EMU_MODULE"] == "absent"
     assert NO_MODULE_LINE in run_doctor("doctor", extra_env=env).stdout
     report = json.loads(run_doctor("doctor", "--json", extra_env=env).stdout)
     (probe,) = findings_of(report, "toa_probe")
@@ -629,3 +629,477 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 def test_main_runs_doctor_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--json", "--no-probe"]) == 0
     assert_schema(json.loads(capsys.readouterr().out))
+
+
+def test_help_lists_every_expectation(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--expect WHAT" in text
+    for name in doctor.EXPECTATIONS:
+        assert f"\n  {name} " in text
+    assert main(["doctor", "--expect", "kubernetes"]) == 2
+
+
+# ---- the package: one module per thing checked, imports pointing down -----------------------
+
+DOCTOR_PACKAGE = Path(doctor.__file__).resolve().parent
+
+
+def _doctor_imports() -> dict[str, set[str]]:
+    """module -> the modules of realip.doctor it imports; fails on an import inside a function."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in DOCTOR_PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                nested = [n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
+                assert not nested, f"{path.name}: import inside {node.name}()"
+        graph[path.stem] = {
+            node.module.split(".")[0]
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        }
+    return graph
+
+
+def test_the_doctor_package_imports_point_down_only() -> None:
+    graph = _doctor_imports()
+    assert {"model", "sysctls", "listeners", "toa_module", "environment", "expectations", "render", "run"} <= set(graph)
+    assert graph["model"] == set()  # the bottom: everyone uses it, it uses no one here
+    assert "__init__" not in {target for targets in graph.values() for target in targets}
+
+    def reaches(start: str, goal: str, seen: frozenset[str] = frozenset()) -> bool:
+        return any(t == goal or (t not in seen and reaches(t, goal, seen | {t})) for t in graph.get(start, ()))
+
+    cycles = [module for module in graph if reaches(module, module)]
+    assert not cycles, cycles
+
+
+def test_the_package_exposes_what_doctor_py_exposed() -> None:
+    for name in [
+        "SCHEMA_VERSION", "CHECKS", "Finding", "Listener", "ModuleSigns", "Process", "Report",
+        "bindv6only_finding", "collect", "decode_proc_address", "ip_forward_finding", "listener_findings",
+        "nat64_finding", "parse_proc_net_tcp", "probe_accepts_ipv4", "probe_toa", "read_listeners",
+        "read_module_signs", "read_sysctl", "render_json", "render_text", "socket_owners",
+        "toa_module_finding", "toa_probe_finding", "PROBE_TIMEOUT", "MAX_PORT_PROBES", "PORT_PROBES_BUDGET",
+        "OWNER_SCAN_BUDGET", "TOA_STATS_LIMIT",
+    ]:  # fmt: skip
+        assert hasattr(doctor, name), name
+    assert set(doctor.__all__) <= set(dir(doctor))
+
+
+# ---- layout: the text lines up, the JSON carries no padding ------------------------------
+
+
+def assert_no_layout(report: dict[str, Any]) -> None:
+    for finding in report["findings"]:
+        for key in ("summary", "advice"):
+            value = finding[key]
+            assert value == value.strip(), (key, value)
+            assert "  " not in value, (key, value)
+
+
+def test_json_values_carry_no_layout_padding_and_the_text_lines_up(tmp_path: Path) -> None:
+    root = make_root(
+        tmp_path, {"proc/sys/net/ipv6/bindv6only": "0\n", "proc/net/tcp": PROC_NET_TCP, "proc/net/tcp6": PROC_NET_TCP6}
+    )
+    report = doctor.collect(root=root, toa_probe=lambda: answer(TOAStatus.NO_MODULE, errno.ENOPROTOOPT),
+                            accepts_ipv4=lambda port: True, environ={})  # fmt: skip
+    as_json = report.to_json()
+    assert_no_layout(as_json)
+    listeners = findings_of(as_json, "listener")
+    assert "tcp6 [::]:8001 dual-stack: IPv4 clients appear as ::ffff:a.b.c.d (realip unwraps them)" in [
+        f["summary"] for f in listeners
+    ]
+    # The human output pads family and endpoint into columns: every description starts at one column.
+    text = doctor.render_text(report)
+    starts = set()
+    for finding in listeners:
+        family, endpoint, description = finding["summary"].split(" ", 2)
+        (line,) = [line for line in text.splitlines() if f" {family.ljust(4)}  {endpoint} " in line]
+        assert line.endswith(description)
+        starts.add(line.index(description))
+    assert len(starts) == 1
+    assert "  info    tcp6  [::]:8001                dual-stack: IPv4 clients" in text
+
+
+def test_json_of_the_real_command_carries_no_layout_padding(run_doctor: RunDoctor) -> None:
+    assert_no_layout(json.loads(run_doctor("doctor", "--json", "--no-probe").stdout))
+
+
+# ---- REALIP_* variables ------------------------------------------------------------------
+
+
+def by_variable(findings: list[doctor.Finding]) -> dict[str, doctor.Finding]:
+    return {f.data["variable"]: f for f in findings if "variable" in f.data}
+
+
+def test_variables_are_listed_with_their_values_validated_and_unknown_names_flagged() -> None:
+    findings = doctor.environment_findings(
+        {"REALIP_TOA_PEERS": "10.1.0.0/24", "REALIP_TOA": "maybe", "REALIP_TRUSTED_PROXY": "10.0.0.1", "PATH": "/x"}
+    )
+    assert all(f.check == "environment" for f in findings)
+    found = by_variable(findings)
+    assert sorted(found) == ["REALIP_TOA", "REALIP_TOA_PEERS", "REALIP_TRUSTED_PROXY"]
+
+    ok = found["REALIP_TOA_PEERS"]
+    assert (ok.status, ok.summary) == ("ok", "REALIP_TOA_PEERS='10.1.0.0/24'")
+    assert ok.data == {"variable": "REALIP_TOA_PEERS", "value": "10.1.0.0/24", "known": True, "valid": True}
+
+    bad = found["REALIP_TOA"]
+    assert bad.status == "problem"
+    assert bad.summary == "REALIP_TOA='maybe': not valid: expected on/off, true/false, yes/no or 1/0"
+    assert bad.data["error"] == "realip: REALIP_TOA: 'maybe' is not valid: expected on/off, true/false, yes/no or 1/0"
+    assert "see docs/troubleshooting.md#configerror-at-start-up" in bad.advice
+
+    unknown = found["REALIP_TRUSTED_PROXY"]
+    assert unknown.status == "warn"
+    assert unknown.summary == "REALIP_TRUSTED_PROXY='10.0.0.1': not a realip variable, it does nothing"
+    assert unknown.advice == "did you mean REALIP_TRUSTED_PROXIES?"
+    assert unknown.data["did_you_mean"] == "REALIP_TRUSTED_PROXIES"
+    assert unknown.data["known"] is False
+
+
+def test_every_bad_variable_is_reported_not_only_the_first() -> None:
+    findings = doctor.environment_findings(
+        {
+            "REALIP_TRUSTED_PROXIES": "10.0.0.1/8",
+            "REALIP_ON_FAILURE": "explode",
+            "REALIP_PROXY_PROTOCOL_OTHERS": "nope",
+            "REALIP_STRATEGY": "forwarded",
+        }
+    )
+    statuses = {name: finding.status for name, finding in by_variable(findings).items()}
+    assert statuses == {
+        "REALIP_TRUSTED_PROXIES": "problem",
+        "REALIP_ON_FAILURE": "problem",
+        "REALIP_PROXY_PROTOCOL_OTHERS": "problem",
+        "REALIP_STRATEGY": "ok",
+    }
+    assert "host bits set" in by_variable(findings)["REALIP_TRUSTED_PROXIES"].data["hint"]
+
+
+def test_unknown_names_are_matched_against_the_one_list_of_variables() -> None:
+    from realip.config import ENVIRONMENT_VARIABLES
+
+    for name in ENVIRONMENT_VARIABLES:
+        (finding,) = [f for f in doctor.environment_findings({name: ""}) if f.data.get("variable") == name]
+        assert finding.data["known"] is True, name
+    (typo,) = doctor.environment_findings({"REALIP_STRIP_UNTRUSTED_HEADER": "on"})
+    assert typo.data["did_you_mean"] == "REALIP_STRIP_UNTRUSTED_HEADERS"
+    (nothing_close,) = doctor.environment_findings({"REALIP_SOMETHING_ELSE_ENTIRELY": "1"})
+    assert nothing_close.data["did_you_mean"] is None
+    assert "REALIP_TRUSTED_PROXIES" in nothing_close.advice
+
+
+def test_no_variables_at_all() -> None:
+    (finding,) = doctor.environment_findings({"PATH": "/usr/bin"})
+    assert finding.status == "info"
+    assert "no REALIP_* variables" in finding.summary
+
+
+def test_the_real_command_lists_the_variables_of_its_environment(run_doctor: RunDoctor) -> None:
+    env = {"REALIP_TRUSTED_PROXY": "10.0.0.1", "REALIP_TOA_PEERS": "10.1.0.0/24", "REALIP_STRATEGY": "bogus"}
+    report = json.loads(run_doctor("doctor", "--json", "--no-probe", extra_env=env).stdout)  # and nothing on stderr
+    assert_schema(report)
+    found = {f["data"]["variable"]: f for f in findings_of(report, "environment") if "variable" in f["data"]}
+    assert found["REALIP_TRUSTED_PROXY"]["data"]["did_you_mean"] == "REALIP_TRUSTED_PROXIES"
+    assert found["REALIP_TOA_PEERS"]["status"] == "ok"
+    assert found["REALIP_STRATEGY"]["status"] == "problem"
+    text = run_doctor("doctor", "--no-probe", extra_env=env).stdout
+    assert "\nConfiguration (REALIP_* variables of this environment)\n" in text
+    assert "REALIP_TRUSTED_PROXY='10.0.0.1': not a realip variable, it does nothing" in text
+
+
+# ---- a reverse proxy's own listener --------------------------------------------------------
+
+
+def test_a_reverse_proxys_listener_is_info_naming_the_proxy() -> None:
+    owners = {42001: [Process(5, "nginx"), Process(6, "nginx")], 41001: [Process(7, "gunicorn")]}
+    findings = doctor.listener_findings(
+        fixture_listeners(), bindv6only=0, accepts_ipv4=lambda port: False, owners=owners
+    )
+    proxy = by_port(findings)[8001]
+    assert proxy.status == "info"  # not the WARN an IPv6-only app listener gets
+    assert proxy.summary == "nginx listens on [::]:8001: a reverse proxy in front of the app [nginx (pid 5, 6)]"
+    assert proxy.data["reverse_proxy"] == "nginx"
+    assert proxy.data["accepts_ipv4"] is False
+    assert "REALIP_TRUSTED_PROXIES" in proxy.advice
+    assert by_port(findings, "tcp")[8000].status == "ok"
+    assert "reverse_proxy" not in by_port(findings, "tcp")[8000].data
+    # The NAT64 advice leaves the proxy's AF_INET6 listener out of the app's.
+    nat64 = doctor.nat64_finding(True, fixture_listeners(), owners=owners)
+    assert "[::]:8001" not in nat64.data["af_inet6_listeners"]
+    assert nat64.data["reverse_proxy_af_inet6_listeners"] == ["[::]:8001"]
+
+
+@pytest.mark.parametrize("name", sorted(doctor.REVERSE_PROXIES))
+def test_every_known_reverse_proxy_is_recognised(name: str) -> None:
+    (finding,) = doctor.listener_findings(
+        [Listener("tcp", v4("0.0.0.0"), 80, 1)], bindv6only=0, accepts_ipv4=None, owners={1: [Process(9, name)]}
+    )
+    assert finding.summary.startswith(f"{name} listens on 0.0.0.0:80: a reverse proxy in front of the app")
+
+
+NGINX_CONF = """\
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log notice;
+events {{ worker_connections 16; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{ listen [::]:{port}; return 204; }}
+}}
+"""
+
+
+def test_the_real_command_names_a_running_nginx(run_doctor: RunDoctor, tmp_path: Path, loopback_v6: None) -> None:
+    """nginx's `listen [::]:PORT` is IPv6-only (its ipv6only=on default): an app listener
+    like that is a WARN, nginx's own is reported as the proxy in front."""
+    import signal
+    import time
+
+    from .support.programs import require_program
+
+    binary = require_program("nginx")
+    port = free_port_in_both_families()
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(NGINX_CONF.format(prefix=prefix, port=port))
+    process = subprocess.Popen(
+        [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            assert process.poll() is None, (prefix / "error.log").read_text()
+            try:
+                socket.create_connection(("::1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not listen"
+                time.sleep(0.05)
+        report = json.loads(run_doctor("doctor", "--json").stdout)
+        text = run_doctor("doctor").stdout
+    finally:
+        os.killpg(process.pid, signal.SIGQUIT)
+        process.wait(10)
+    (mine,) = [f for f in findings_of(report, "listener") if f["data"]["port"] == port]
+    assert mine["status"] == "info"
+    assert mine["data"]["reverse_proxy"] == "nginx"
+    assert mine["data"]["accepts_ipv4"] is False
+    assert mine["summary"].startswith(f"nginx listens on [::]:{port}: a reverse proxy in front of the app [nginx (pid ")
+    assert f"nginx listens on [::]:{port}: a reverse proxy in front of the app" in text
+
+
+# ---- the TOA module: only the load balancer may reach this host ----------------------------
+
+
+def test_with_a_module_the_doctor_says_only_the_load_balancer_may_reach_the_host(tmp_path: Path) -> None:
+    root = make_root(tmp_path, {"proc/modules": "toa 16384 0 - Live 0x0\n"})
+    report = doctor.collect(root=root, toa_probe=lambda: answer(TOAStatus.NONE, errno.EINVAL), environ={})
+    (firewall,) = [f for f in report.findings if f.check == "toa_firewall"]
+    assert firewall.status == "warn"
+    assert "only the load balancer may reach the ports of this host" in firewall.summary
+    assert "panics the kernel" in firewall.advice
+    assert "a NAT64 option followed by an IPv4 TOA option" in firewall.advice
+    assert "see docs/toa.md#2-let-only-the-load-balancer-in" in firewall.advice
+    for network in DEFAULT_TOA_PEERS:
+        assert network in firewall.advice
+    without = doctor.collect(
+        root=tmp_path / "empty", toa_probe=lambda: answer(TOAStatus.NO_MODULE, errno.ENOPROTOOPT), environ={}
+    )
+    assert "toa_firewall" not in [f.check for f in without.findings]
+
+
+def test_the_emulated_module_gets_the_firewall_warning_too(run_doctor: RunDoctor, emulator: Path) -> None:
+    env = toa_emulator.env({}, library=emulator, module=True)
+    text = run_doctor("doctor", "--no-probe", extra_env=env).stdout
+    assert "WARN    TOA module loaded: only the load balancer may reach the ports of this host" in text
+
+
+# ---- --expect ----------------------------------------------------------------------------
+
+
+def expect_report(tmp_path: Path, expect: list[str], *, module: bool = True, bindv6only: str = "0",
+                  environ: dict[str, str] | None = None, accepts: bool = True, nginx_on: int | None = None,
+                  ) -> doctor.Report:  # fmt: skip
+    root = make_root(
+        tmp_path,
+        {
+            "proc/sys/net/ipv6/bindv6only": bindv6only + "\n",
+            "proc/net/tcp": PROC_NET_TCP,
+            "proc/net/tcp6": PROC_NET_TCP6,
+        },
+    )
+    if nginx_on is not None:
+        (root / "proc" / "77" / "fd").mkdir(parents=True)
+        (root / "proc" / "77" / "comm").write_text("nginx\n")
+        (root / "proc" / "77" / "fd" / "6").symlink_to(f"socket:[{nginx_on}]")
+    probe = answer(TOAStatus.NONE, errno.EINVAL) if module else answer(TOAStatus.NO_MODULE, errno.ENOPROTOOPT)
+    return doctor.collect(
+        root=root, toa_probe=lambda: probe, accepts_ipv4=lambda port: accepts, environ=environ or {}, expect=expect
+    )
+
+
+def requirements(report: doctor.Report) -> dict[tuple[str, str], doctor.Finding]:
+    return {(f.data["expectation"], f.data["requirement"]): f for f in report.findings if f.check == "expect"}
+
+
+def test_without_expect_nothing_changes(tmp_path: Path) -> None:
+    report = expect_report(tmp_path, [])
+    assert "expect" not in [f.check for f in report.findings]
+    assert report.expect == ()
+    assert report.findings[-1].check == "nat64"
+
+
+def test_expect_nat64_on_a_host_without_the_module(tmp_path: Path) -> None:
+    report = expect_report(tmp_path, ["nat64"], module=False)
+    found = requirements(report)
+    lookup = found["nat64", "toa_lookup"]
+    assert lookup.status == "problem"
+    assert lookup.summary.startswith("nat64: no TOA module is loaded on this host")
+    assert lookup.advice.endswith("see docs/toa.md#1-load-the-module-on-the-host")
+    assert lookup.data["docs"] == "docs/toa.md#1-load-the-module-on-the-host"
+    assert found["nat64", "af_inet_listener"].status == "ok"  # 0.0.0.0:8000 and 10.1.2.3:443
+    exposed = found["nat64", "no_af_inet6_listener"]
+    assert exposed.status == "problem"
+    assert exposed.data["listeners"] == ["[2001:db8::1]:443", "[::]:8000", "[::]:8001"]
+    assert "see docs/toa.md#3-listen-on-ipv4-0000-not-" in exposed.advice
+    assert report.problems == 2
+    text = doctor.render_text(report)
+    assert "\nExpectations (--expect)\n" in text
+    assert "  PROBLEM nat64: no TOA module is loaded on this host" in text
+    assert "Expected (--expect): nat64: exit status 1" in text
+
+
+@pytest.mark.parametrize(
+    ("probe", "signs", "docs"),
+    [
+        (answer(TOAStatus.NO_MODULE, errno.ENOPROTOOPT), NO_SIGNS, "docs/toa.md#1-load-the-module-on-the-host"),
+        (answer(TOAStatus.NO_MODULE, errno.ENOPROTOOPT), ALL_SIGNS, "docs/toa-module.md#other-vendors-modules"),
+        (answer(TOAStatus.UNAVAILABLE, errno.ENOSYS), NO_SIGNS, "docs/toa.md#how-nat64-with-toa-works"),
+        (answer(TOAStatus.ERROR, errno.EIO), ALL_SIGNS, "docs/toa-module.md#what-the-lookup-answers"),
+        (None, NO_SIGNS, "docs/toa-module.md#what-the-lookup-answers"),
+    ],
+)
+def test_each_reason_the_nat64_lookup_fails_points_at_its_fix(
+    probe: TOAAnswer | None, signs: ModuleSigns, docs: str
+) -> None:
+    findings = [doctor.toa_probe_finding(probe, signs, setup_error="OSError: no loopback")]
+    lookup = doctor.expectation_findings(["nat64"], findings)[0]
+    assert lookup.data["requirement"] == "toa_lookup"
+    assert lookup.status == "problem"
+    assert lookup.data["docs"] == docs
+    assert lookup.advice.endswith(f"see {docs}")
+
+
+def test_expect_nat64_met_except_for_the_switch_turned_off(tmp_path: Path) -> None:
+    report = expect_report(tmp_path, ["nat64"], environ={"REALIP_TOA": "off"})
+    found = requirements(report)
+    assert found["nat64", "toa_lookup"].status == "ok"
+    off = found["nat64", "toa_enabled"]
+    assert off.status == "problem"
+    assert off.summary == "nat64: REALIP_TOA='off' turns realip's TOA lookup off"
+    assert "see docs/toa.md#" in off.advice
+    assert found["nat64", "no_af_inet6_listener"].status == "problem"
+
+
+def test_expect_dual_stack(tmp_path: Path) -> None:
+    good = requirements(expect_report(tmp_path / "good", ["dual-stack"]))
+    assert [f.status for f in good.values()] == ["ok", "ok"]
+    bad = expect_report(tmp_path / "bad", ["dual-stack"], bindv6only="1", accepts=False)
+    found = requirements(bad)
+    assert found["dual-stack", "bindv6only"].status == "problem"
+    assert "see docs/servers.md#what-netipv6bindv6only-changes" in found["dual-stack", "bindv6only"].advice
+    refused = found["dual-stack", "ipv4_accepted"]
+    assert refused.status == "problem"
+    assert refused.data["listeners"] == ["[::]:8001"]  # [::]:8000 shares its port with 0.0.0.0:8000
+    assert "see docs/troubleshooting.md#ipv4-clients-are-refused-ipv6-works" in refused.advice
+    # nginx's own IPv6-only listener is not the app's
+    proxied = requirements(expect_report(tmp_path / "nginx", ["dual-stack"], accepts=False, nginx_on=42001))
+    assert proxied["dual-stack", "ipv4_accepted"].status == "ok"
+
+
+def test_expect_proxy(tmp_path: Path) -> None:
+    missing = requirements(expect_report(tmp_path / "missing", ["proxy"]))["proxy", "trusted_proxies"]
+    assert missing.status == "problem"
+    assert "REALIP_TRUSTED_PROXIES is not set" in missing.summary
+    assert "see docs/troubleshooting.md#uvicorn-shows-127001-or-the-proxys-address-for-every-client" in missing.advice
+
+    invalid = expect_report(tmp_path / "invalid", ["proxy"], environ={"REALIP_TRUSTED_PROXIES": "10.0.0.1/8"})
+    assert requirements(invalid)["proxy", "trusted_proxies"].status == "problem"
+    assert (
+        "see docs/troubleshooting.md#configerror-at-start-up"
+        in requirements(invalid)["proxy", "trusted_proxies"].advice
+    )
+    assert invalid.problems == 2  # the variable itself, and the expectation
+
+    local = expect_report(
+        tmp_path / "local", ["proxy"], environ={"REALIP_TRUSTED_PROXIES": "10.0.0.0/8"}, nginx_on=41001
+    )
+    found = requirements(local)
+    assert found["proxy", "trusted_proxies"].status == "ok"
+    assert found["proxy", "local_proxy_trusted"].status == "warn"  # nginx may connect from another address
+    assert local.problems == 0
+    trusted = expect_report(tmp_path / "trusted", ["proxy"], environ={"REALIP_TRUSTED_PROXIES": "127.0.0.1,::1"},
+                            nginx_on=41001)  # fmt: skip
+    assert requirements(trusted)["proxy", "local_proxy_trusted"].status == "ok"
+
+
+def test_expectations_can_be_combined_and_each_is_checked_once(tmp_path: Path) -> None:
+    report = expect_report(tmp_path, ["dual-stack", "nat64", "dual-stack"])
+    assert report.expect == ("dual-stack", "nat64", "dual-stack")
+    assert [key[0] for key in requirements(report)] == ["dual-stack"] * 2 + ["nat64"] * 4
+    with pytest.raises(ValueError, match="unknown expectation"):
+        doctor.expectation_findings(["kubernetes"], report.findings)
+
+
+def test_the_exit_status_follows_the_expectations(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    reports = {
+        "met": expect_report(tmp_path / "met", ["dual-stack"]),
+        "missing": expect_report(tmp_path / "missing", ["dual-stack"], bindv6only="1"),
+    }
+    asked: list[dict[str, Any]] = []
+
+    def fake_collect(**options: Any) -> doctor.Report:
+        asked.append(options)
+        return reports[current]
+
+    monkeypatch.setattr(doctor, "collect", fake_collect)
+    current = "met"
+    assert main(["doctor", "--expect", "dual-stack", "--no-probe"]) == 0
+    assert asked[-1] == {"probes": False, "expect": ["dual-stack"]}
+    current = "missing"
+    assert main(["doctor", "--expect", "dual-stack"]) == 1
+    assert "PROBLEM dual-stack: net.ipv6.bindv6only is 1" in capsys.readouterr().out
+    assert main(["doctor", "--expect", "dual-stack", "--json"]) == 1
+    assert findings_of(json.loads(capsys.readouterr().out), "expect")[0]["status"] == "problem"
+    assert main(["doctor"]) == 0  # without --expect a problem never changes the exit status
+    assert asked[-1]["expect"] == []
+
+
+@needs_host_without_module
+def test_expect_nat64_on_this_machine_fails_naming_the_docs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "realip", "doctor", "--expect", "nat64", "--no-probe"],
+        cwd=tmp_path,
+        env={**{k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
+             "PYTHONPATH": str(_realip_parent())},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""
+    assert "PROBLEM nat64: no TOA module is loaded on this host" in done.stdout
+    assert "docs/toa.md#1-load-the-module-on-the-host" in done.stdout
+    assert "Expected (--expect): nat64: exit status 1" in done.stdout
