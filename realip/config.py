@@ -79,8 +79,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[st
     found = []
     for name in sorted(env):
         if name.startswith("REALIP_") and name not in ENVIRONMENT_VARIABLES and not name.startswith(_VARIABLE_PREFIXES):
-            close = difflib.get_close_matches(name, ENVIRONMENT_VARIABLES, n=1, cutoff=0.6)
-            found.append((name, close[0] if close else None))
+            # Matched on what follows the shared prefix, which would otherwise make every name look close.
+            close = difflib.get_close_matches(name[7:], [v[7:] for v in ENVIRONMENT_VARIABLES], n=1, cutoff=0.6)
+            found.append((name, "REALIP_" + close[0] if close else None))
     return found
 
 

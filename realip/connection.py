@@ -27,6 +27,7 @@ from .result import Resolution, Source, make_resolution
 from .toa import TOAStatus
 from .toa import available as toa_available
 from .toa import lookup as toa_lookup
+from .toa import unavailable_reason as toa_unavailable_reason
 
 __all__ = ["CONNECTION_GONE", "DEFAULT_TOA_PEERS", "UNIX_PEER", "ConnectionResolver"]
 
@@ -52,6 +53,9 @@ RECHECK_AFTER: Final = 60.0
 #: response, and the only address left is the load balancer's, which must not
 #: become the client. Integrations close such a connection without running the app.
 CONNECTION_GONE: Final = Resolution(client=None, peer=None, source="gone")
+
+#: Says once per process that the shim is missing (many resolvers may be built).
+_SHIM_MISSING: Final = Once()
 
 #: The answer for a peer on a Unix-socket listener (no address).
 UNIX_PEER: Final = Resolution(client=None, peer=None, source=Source.UNIX)
@@ -121,7 +125,7 @@ class ConnectionResolver:
         self._errors = RateLimitedLog()
         self._once = Once()
         if self.toa and not toa_available():
-            self._once(logging.WARNING, "realip: TOA requested but the compiled shim is not available on this platform")
+            _SHIM_MISSING(logging.WARNING, "realip: TOA requested but %s", toa_unavailable_reason())
 
     def __repr__(self) -> str:
         return (
@@ -209,7 +213,10 @@ class ConnectionResolver:
         return self._ask(sock, base)
 
     def _ask(self, sock: object, base: Resolution) -> Resolution:
-        answer = toa_lookup(sock)  # type: ignore[arg-type]
+        try:
+            answer = toa_lookup(sock)  # type: ignore[arg-type]
+        except TypeError:  # a server's stand-in that is no socket: nothing to ask
+            return base
         status = answer.status
         peer_host = base.client[0]  # type: ignore[index]
         if status is TOAStatus.FOUND:

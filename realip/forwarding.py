@@ -1,7 +1,7 @@
 """Forwarding headers: pure parsers for ``X-Forwarded-For`` style lists and RFC 7239 ``Forwarded``.
 
 Nothing here does I/O or decides trust; :mod:`realip.strategies` walks what these
-functions return. The rules every function follows (see ``/work/shared/client-ip.md``):
+functions return. The rules every function follows (see ``docs/security.md``):
 
 * **Garbage is never passed through.** An entry that is not an address comes back as
   :class:`~realip.address.AddressError` (lists) or as a malformed

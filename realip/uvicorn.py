@@ -31,8 +31,11 @@ import socket
 from collections.abc import Awaitable, Iterable
 from typing import Any, ClassVar
 
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware as _ProxyHeadersMiddleware
-from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
+try:
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware as _ProxyHeadersMiddleware
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
+except ImportError as exc:
+    raise ImportError(f"realip.uvicorn needs uvicorn ({exc}): pip install 'realip[uvicorn]'", name=exc.name) from exc
 
 from ._log import Once, RateLimitedLog
 from .address import IPNetwork

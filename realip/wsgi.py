@@ -64,7 +64,10 @@ class ConnectionLookup:
         if cached is not None and cached[0]() is sock and cached[1].peer == base.peer:
             return cached[1]  # type: ignore[no-any-return]
         found = self.resolver.resolve(sock, base.peer)
-        self._by_socket.put(id(sock), (weakref.ref(sock), found))
+        try:  # noqa: SIM105 - as in gunicorn_proxy_protocol
+            self._by_socket.put(id(sock), (weakref.ref(sock), found))
+        except TypeError:  # not weakly referenceable (a server's stand-in): asked again next time
+            pass
         return found
 
     def gunicorn_proxy_protocol(self, environ: Environ) -> Resolution | None:

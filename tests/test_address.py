@@ -1,4 +1,4 @@
-"""The address layer on the traps listed in shared/client-ip.md."""
+"""The address layer on the traps docs/security.md lists."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The tricky inputs of client-ip.md through realip, uvicorn's ProxyHeadersMiddleware and Werkzeug's ProxyFix.
+"""The tricky inputs (docs/comparison.md) through realip, uvicorn's ProxyHeadersMiddleware and Werkzeug's ProxyFix.
 
 Each trap is one request as a proxy at ``10.0.0.1`` (the address users trust,
 ``10.0.0.0/8``) would pass it on, fed in-process to:
@@ -334,7 +334,7 @@ def test_realip_gives_the_client_or_the_proxy_never_a_forged_value(trap: Trap) -
 
 
 def test_others_fail_where_client_ip_md_says_they_do() -> None:
-    """The observations of client-ip.md, against the installed versions."""
+    """What docs/comparison.md says of each, against the installed versions."""
     leftmost = TRAPS[1]
     assert uvicorn_proxy_headers(leftmost, "*")[0] == "6.6.6.6"  # "*" takes the client-forged leftmost entry
     mapped_peer = next(t for t in TRAPS if t.peer == f"::ffff:{PROXY}")
@@ -400,16 +400,16 @@ def test_uvicorn_default_proxy_headers_believe_any_local_client(tmp_path: Path, 
         assert body["scheme"] == "https"
 
 
-def test_with_realip_protocols_the_client_is_restored_but_not_the_scheme(tmp_path: Path) -> None:
-    """realip's protocol classes hand the middleware the connection's own answer, which
-    wins over uvicorn's rewrite of the client; the scheme uvicorn took from a local
-    client stays. realip logs a warning; docs/security.md says --no-proxy-headers."""
+def test_with_realip_protocols_neither_the_client_nor_the_scheme_is_forged(tmp_path: Path) -> None:
+    """realip's protocol classes take uvicorn's proxy headers out of their connections, so
+    neither the client nor the scheme comes from a local client's headers (until realip 0.1
+    the forged scheme stayed). realip says so once; docs/security.md says --no-proxy-headers."""
     argv = uvicorn_argv_default_proxy_headers("--http", "realip.uvicorn:H11Protocol")
     with serve("uvicorn", argv, tmp_path, family="v4") as server:
         body = get(server, "127.0.0.1", FORGED_HEADERS)
         assert body["client"][0] == "127.0.0.1"
-        assert body["scheme"] == "https"  # forged, by uvicorn's ProxyHeadersMiddleware
-        assert "uvicorn's proxy headers are on" in server.wait_for_log("uvicorn's proxy headers are on")
+        assert body["scheme"] == "http"
+        assert "uvicorn's proxy headers are off" in server.wait_for_log("uvicorn's proxy headers are off")
 
 
 @pytest.mark.parametrize("source", ["127.0.0.1", "::1"])

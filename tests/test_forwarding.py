@@ -1,4 +1,4 @@
-"""Forwarding-header parsers on the traps of shared/client-ip.md, plus property tests."""
+"""Forwarding-header parsers on the traps docs/security.md lists, plus property tests."""
 
 from __future__ import annotations
 

@@ -160,7 +160,9 @@ UNDERSCORE_HANDLING = {
 @pytest.mark.parametrize("name", sorted(UNDERSCORE_HANDLING))
 def test_what_wsgi_servers_do_with_underscore_spellings(name: str, tmp_path: Any) -> None:
     argv = {**APPS, "waitress": waitress_argv("tests.apps.echo:wsgi_app")}[name]
-    with serve(name, argv, tmp_path) as app, client("127.0.0.2") as c:
+    # realip strips every forwarding header from this untrusted client: keep them, to see what the server did.
+    env = {"REALIP_STRIP_UNTRUSTED_HEADERS": "off"}
+    with serve(name, argv, tmp_path, env=env) as app, client("127.0.0.2") as c:
         body = c.get(
             f"http://127.0.0.1:{app.port}/", headers=[("X-Real-IP", "1.1.1.1"), ("X_Real_IP", "6.6.6.6")]
         ).json()

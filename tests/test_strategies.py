@@ -1,4 +1,4 @@
-"""Strategies on the traps of shared/client-ip.md: the one safe walk, hop counts, single headers."""
+"""Strategies on the traps docs/security.md lists: the one safe walk, hop counts, single headers."""
 
 from __future__ import annotations
 
@@ -455,7 +455,7 @@ def _model(draw: st.DrawFn) -> list[IPAddress | str]:
 
 
 def _reference_walk(model: list[IPAddress | str]) -> tuple[IPAddress | None, bool]:
-    """client-ip.md's algorithm on the model: (client or None, stopped at garbage)."""
+    """the right-to-left walk (docs/security.md) on the model: (client or None, stopped at garbage)."""
     last_trusted = None
     for entry in reversed(model):
         if isinstance(entry, str):

@@ -2,10 +2,10 @@
 
 The kernel module cannot be loaded here, so each server process preloads
 ``tests/toa_emulator`` (an ``LD_PRELOAD`` library that answers
-``getsockopt(IPPROTO_IP, 4096)`` exactly as toa-abi.md records the module
+``getsockopt(IPPROTO_IP, 4096)`` exactly as docs/toa-module.md records the module
 does). Loopback source addresses play the load balancers: a connection from
 ``127.0.0.5`` "carries" the NAT64 client ``[2001:db8::5]:40000``. The servers
-listen on an AF_INET socket, the family toa-abi.md recommends behind NAT64.
+listen on an AF_INET socket, the family docs/toa-module.md recommends behind NAT64.
 """
 
 from __future__ import annotations

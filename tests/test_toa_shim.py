@@ -165,7 +165,7 @@ def run_probe(emulator: Path, tmp_path_factory: pytest.TempPathFactory) -> Probe
         module: bool = True,
         preload: bool = True,
     ) -> dict[str, Any]:
-        environment = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("REALIP_TOA_EMU")}
+        environment = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("TOA_EMU")}
         environment["PYTHONPATH"] = os.pathsep.join(
             [str(_realip_parent()), *filter(None, [os.environ.get("PYTHONPATH")])]
         )
@@ -257,7 +257,7 @@ def test_rewritten_by_kernel_means_efault() -> None:
     assert not toa.TOAAnswer(toa.TOAStatus.NONE, errno=errno.EINVAL).rewritten_by_kernel
 
 
-# --- the rows of toa-abi.md --------------------------------------------------
+# --- the rows of docs/toa-module.md-----------------------------------------------
 
 
 def test_nat64_option_on_inet_listener_is_found(run_probe: Probe) -> None:

@@ -2,7 +2,7 @@
 
 ``toa_emu.c`` wraps ``getsockopt``, ``getpeername``, ``accept`` and ``accept4``
 and answers the TOA lookup (``getsockopt(fd, IPPROTO_IP, 4096)``) exactly as the
-table in ``toa-abi.md`` says the real module does, keyed by the client address
+table in ``docs/toa-module.md`` says the real module does, keyed by the client address
 the kernel really sees. Since ``LD_PRELOAD`` only works at process start, a test
 runs its server (or a probe script) in a subprocess::
 
@@ -92,9 +92,9 @@ def env(
         text = ";".join(f"{key}={value}" for key, value in rules.items())
     return {
         "LD_PRELOAD": str(library.resolve()),
-        "REALIP_TOA_EMU": text,
-        "REALIP_TOA_EMU_MODULE": "present" if module else "absent",
-        "REALIP_TOA_EMU_LOG": str(log.resolve()) if log is not None else "",
+        "TOA_EMU": text,
+        "TOA_EMU_MODULE": "present" if module else "absent",
+        "TOA_EMU_LOG": str(log.resolve()) if log is not None else "",
     }
 
 

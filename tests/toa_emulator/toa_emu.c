@@ -3,13 +3,13 @@
  *
  * It answers getsockopt(fd, IPPROTO_IP, 4096, ...) and rewrites the peer
  * address that getpeername(), accept() and accept4() report, exactly as the
- * table in toa-abi.md says the real module does. Other calls pass through.
+ * table in docs/toa-module.md says the real module does. Other calls pass through.
  * (The real module hooks the kernel's getname operation, which accept() also
  * uses to fill in its address, so the emulator wraps all three.)
  *
  * Configuration, read once at the first wrapped call (pthread_once):
  *
- *   REALIP_TOA_EMU         rules "KEY=VALUE;KEY=VALUE;...". KEY is the client
+ *   TOA_EMU         rules "KEY=VALUE;KEY=VALUE;...". KEY is the client
  *                          IP as the real getpeername() reports it, IPv4-mapped
  *                          addresses written as dotted IPv4, or "*" for every
  *                          other client. VALUE is one of
@@ -20,9 +20,9 @@
  *                                                bytes (a module we do not know)
  *                            none                no option (the default)
  *                            nomodule            ("*" only) no module on the host
- *   REALIP_TOA_EMU_MODULE  "absent": no module on the host (rules are ignored);
+ *   TOA_EMU_MODULE  "absent": no module on the host (rules are ignored);
  *                          "present" or unset: loaded.
- *   REALIP_TOA_EMU_LOG     file to which every IPPROTO_IP/4096 call appends
+ *   TOA_EMU_LOG     file to which every IPPROTO_IP/4096 call appends
  *                          one line "pid fd peer result" (peer "-" when not
  *                          known, result 0 or the errno), in a single write.
  *
@@ -215,7 +215,7 @@ static void parse_rules(const char *env)
     char *item;
 
     if (strlen(env) >= sizeof(copy))
-        die("REALIP_TOA_EMU is too long");
+        die("TOA_EMU is too long");
     strcpy(copy, env);
     for (item = strtok_r(copy, ";", &save); item != NULL; item = strtok_r(NULL, ";", &save)) {
         char *eq, *key, *value;
@@ -260,9 +260,9 @@ static void *need_symbol(const char *name)
 
 static void init(void)
 {
-    const char *rules = getenv("REALIP_TOA_EMU");
-    const char *module = getenv("REALIP_TOA_EMU_MODULE");
-    const char *log = getenv("REALIP_TOA_EMU_LOG");
+    const char *rules = getenv("TOA_EMU");
+    const char *module = getenv("TOA_EMU_MODULE");
+    const char *log = getenv("TOA_EMU_LOG");
 
     real_getsockopt = need_symbol("getsockopt");
     real_getpeername = need_symbol("getpeername");
@@ -277,11 +277,11 @@ static void init(void)
         if (strcmp(module, "absent") == 0)
             cfg.module_loaded = 0;
         else if (strcmp(module, "present") != 0)
-            die("REALIP_TOA_EMU_MODULE must be 'present' or 'absent', not '%s'", module);
+            die("TOA_EMU_MODULE must be 'present' or 'absent', not '%s'", module);
     }
     if (log != NULL) {
         if (strlen(log) >= sizeof(cfg.log_path))
-            die("REALIP_TOA_EMU_LOG is too long");
+            die("TOA_EMU_LOG is too long");
         strcpy(cfg.log_path, log);
     }
 }
@@ -324,9 +324,9 @@ static void log_lookup(int fd, const char *peer, int result)
      * workers never interleave, and no descriptor leaks into the app. */
     log_fd = open(cfg.log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (log_fd < 0)
-        die("cannot open REALIP_TOA_EMU_LOG '%s': %s", cfg.log_path, strerror(errno));
+        die("cannot open TOA_EMU_LOG '%s': %s", cfg.log_path, strerror(errno));
     if (write(log_fd, line, (size_t)n) != n)
-        die("cannot write REALIP_TOA_EMU_LOG '%s'", cfg.log_path);
+        die("cannot write TOA_EMU_LOG '%s'", cfg.log_path);
     close(log_fd);
 }
 
