@@ -68,7 +68,7 @@ class AddressError(ValueError):
 def unmap(ip: IPAddress) -> IPAddress:
     """Return the IPv4 address inside an IPv4-mapped IPv6 address, else ``ip``."""
     if ip.version == 6:
-        mapped = ip.ipv4_mapped  # type: ignore[union-attr]
+        mapped = ip.ipv4_mapped
         if mapped is not None:
             return mapped
     return ip
@@ -330,7 +330,7 @@ _wide: Final = _WideNetworks()
 
 def _unmap_network(network: IPNetwork) -> IPNetwork:
     if network.version == 6 and network.prefixlen >= 96:
-        mapped = network.network_address.ipv4_mapped  # type: ignore[union-attr]
+        mapped = network.network_address.ipv4_mapped
         if mapped is not None:
             return IPv4Network((mapped, network.prefixlen - 96))
     return network

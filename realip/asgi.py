@@ -1,17 +1,28 @@
-"""ASGI adapter: rewrite ``scope["client"]`` before the application sees it."""
+"""ASGI adapter: rewrite ``scope["client"]`` before the application sees it.
+
+Top to bottom, per request: what the server gives (``scope["client"]``, or
+the server integration's connection answer) -> :meth:`~realip.core.Resolver.peer_facts`
+(remembered per peer) -> for a trusted proxy, its header's bytes ->
+:meth:`~realip.core.Resolver.read` -> ``scope["client"]`` and ``scope["extensions"]["realip"]``.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from operator import itemgetter
 from typing import Any, Final
 
 from ._log import Once
 from .address import is_local
-from .connection import UNIX_PEER
-from .core import CACHED_VALUE_LENGTH, BoundedCache, Resolver, peer_resolution
-from .forwarding import FORWARDING_HEADERS
+from .config import Settings
+from .core import Resolver
+from .forwarding import FORWARDING_HEADERS, MAX_HEADER_LENGTH
+from .logcontext import bind, unbind
+from .memory import PeerFacts
+from .metrics import METRICS
 from .result import Resolution
+from .servers._unsupported import detect as detect_unsupported
 
 __all__ = ["RealIPMiddleware"]
 
@@ -20,10 +31,10 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
-#: What a peer's forwarding headers get (decided once per peer): read (a trusted proxy), stripped.
-_READ: Final = "read"
-_STRIP: Final = "strip"
+_WEBSOCKET_SCHEMES: Final = {"http": "ws", "https": "wss"}
+_name_of: Final = itemgetter(0)
+#: Header bytes beyond which nothing is looked at (see :func:`realip.core.cut_header`).
+_WINDOW: Final = MAX_HEADER_LENGTH + 1
 
 
 class RealIPMiddleware:
@@ -70,16 +81,18 @@ class RealIPMiddleware:
     """
 
     def __init__(self, app: ASGIApp, **options: Any) -> None:
-        from .config import Settings
-
         self.app = app
-        self.settings = Settings.build(**options)
-        self._resolver = resolver = Resolver(self.settings)
+        self.settings = settings = Settings.build(**options)
+        self._resolver = resolver = Resolver(settings)
+        self.memory = resolver.memory
+        self._peers = resolver.memory.peers
         header = resolver.header
         self._header = header.encode("latin-1") if header is not None else None
-        self._proto = b"x-forwarded-proto" if self.settings.forwarded_proto and header != "forwarded" else None
-        self._host = b"x-forwarded-host" if self.settings.forwarded_host and header != "forwarded" else None
-        self._strip = self.settings.strip_untrusted_headers
+        self._proto = b"x-forwarded-proto" if settings.forwarded_proto and header != "forwarded" else None
+        self._host = b"x-forwarded-host" if settings.forwarded_host and header != "forwarded" else None
+        #: Only the one header is read and nothing but the client comes from it: the
+        #: keep-alive case can be answered from the peer's memo.
+        self._plain = header is not None and not settings.forwarded_proto and not settings.forwarded_host
         #: What is removed from an untrusted peer's request: every forwarding header,
         #: and its underscore spelling (which some servers and proxies fold into it).
         names = {*FORWARDING_HEADERS, *([header] if header is not None else [])}
@@ -87,23 +100,7 @@ class RealIPMiddleware:
             spelling.encode("latin-1") for name in names for spelling in (name, name.replace("-", "_"))
         )
         self._once = Once()
-        # Decided once, here, so that the per-request path reads one attribute for each.
-        self._notice_pending = self.settings.toa  # say once that TOA needs the server integration
-        #: Only the one header is read and nothing but the client comes from it: the
-        #: keep-alive case can be answered from the entry's memo.
-        self._plain = (
-            header is not None
-            and self._proto is None
-            and self._host is None
-            and not self.settings.forwarded_proto
-            and not self.settings.forwarded_host
-        )
-        #: socket peer -> entry, and id(connection answer) -> entry; an entry is
-        #: ``[answer, _READ / _STRIP / None, (last header bytes, answer with it) or None]``.
-        #: A keep-alive connection's next request is one dictionary lookup (and,
-        #: behind a proxy, one comparison of the header).
-        self._peers = BoundedCache()
-        self._connections = BoundedCache()
+        self._notice_pending = settings.toa  # say once that TOA needs the server integration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -114,72 +111,22 @@ class RealIPMiddleware:
         connection = extensions.get("realip.connection") if extensions is not None else None
         if connection is None:
             try:
-                entry = self._peers[scope["client"]]
+                facts = self._peers[scope["client"]]
             except (KeyError, TypeError):  # a new peer; TypeError: a server that reports a list
-                entry = self._peer_entry(scope.get("client"), scope)
-        else:  # the connection's answer (TOA, PROXY protocol) from realip.uvicorn
-            entry = self._connections.get(id(connection))
-            if entry is None or entry[0] is not connection:  # (the entry holds it: its id is not reused)
-                entry = self._connection_entry(connection)
-        resolution = entry[0]
-        action = entry[1]
-        if action is _READ:  # a trusted proxy: its header decides
-            if self._plain:
-                # All instances of the header, joined with "," (a list header may repeat).
-                header = self._header
-                found = more = None
-                for k, v in scope["headers"]:
-                    if k == header:
-                        if found is None:
-                            found = v
-                        elif more is None:
-                            more = [found, v]
-                        else:
-                            more.append(v)
-                if more is not None:
-                    found = b",".join(more)
-                memo = entry[2]
-                if memo is not None and memo[0] == found:
-                    # The keep-alive case: the previous request on this connection sent the same text.
-                    resolution = memo[1]
-                else:  # decide (cached per text; a failure is logged, and never remembered here)
-                    resolution = self._resolver.apply(resolution, found.decode("latin-1") if found is not None else "")
-                    if resolution.error is None:
-                        if found is None or len(found) <= CACHED_VALUE_LENGTH:  # memory stays bounded
-                            entry[2] = (found, resolution)  # one assignment: threads see the old pair or the new
-                    elif self._resolver.reject:
-                        if extensions is None:
-                            scope["extensions"] = {}
-                        await _reject(scope, send)
-                        return
-            else:
-                resolver = self._resolver
-                resolution = resolver.apply(
-                    resolution,
-                    _header_text(scope["headers"], self._header),  # type: ignore[arg-type]
-                    _header_text(scope["headers"], self._proto) if self._proto else None,
-                    _header_text(scope["headers"], self._host) if self._host else None,
-                )
-                if resolution.error is not None and resolver.reject:
-                    if extensions is None:
-                        scope["extensions"] = {}
-                    await _reject(scope, send)
-                    return
-                if resolution.scheme is not None:
-                    scheme = resolution.scheme
-                    scope["scheme"] = _WEBSOCKET_SCHEMES.get(scheme, scheme) if scope_type == "websocket" else scheme
-                if resolution.host is not None:
-                    value = resolution.host.encode("latin-1")
-                    scope["headers"] = [(k, value if k == b"host" else v) for k, v in scope["headers"]]
-        elif action is _STRIP:  # anyone else: what it says about itself is removed
-            headers = scope.get("headers", ())
-            names = self._strip_names
-            for k, _ in headers:
-                if k in names:
-                    scope["headers"] = [(k, v) for k, v in headers if k not in names]
-                    if resolution.client is not None and is_local(resolution.client[0]):
-                        self._private_peer_sends_headers(resolution.client[0])
-                    break
+                facts = self._new_peer(scope)
+        else:  # the connection's answer (TOA, PROXY protocol) from a realip server integration
+            facts = self._resolver.connection_facts(connection)
+        if facts.read:  # a trusted proxy: its header decides
+            resolution = self._read(scope, facts) if self._plain else self._read_all(scope, facts)
+            if resolution is None:
+                await _reject(scope, send)
+                return
+        else:
+            resolution = facts.resolution
+            if facts.strip:  # anyone else: what it says about itself is removed
+                headers = scope.get("headers", ())
+                if not self._strip_names.isdisjoint(map(_name_of, headers)):
+                    self._strip(scope, headers, resolution)
         client = resolution.client
         if client is not None:
             scope["client"] = client
@@ -187,36 +134,102 @@ class RealIPMiddleware:
             scope["extensions"] = {"realip": resolution}
         else:
             extensions["realip"] = resolution
-        await self.app(scope, receive, send)
+        recorder = METRICS.recorder
+        if recorder is not None:
+            recorder.answer(resolution.source)
+        token = bind(resolution)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            unbind(token)
 
-    def _peer_entry(self, client: Any, scope: Scope) -> list[Any]:
-        """The entry for a socket peer (see ``_peers``), cached per peer."""
+    def _read(self, scope: Scope, facts: PeerFacts) -> Resolution | None:
+        """A trusted proxy's header, when it alone decides; ``None``: reject the request."""
+        header = self._header
+        found = more = None
+        for k, v in scope["headers"]:  # all instances, joined with "," (a list header may repeat)
+            if k == header:
+                if found is None:
+                    found = v
+                elif more is None:
+                    more = [found, v]
+                else:
+                    more.append(v)
+        if more is not None:
+            found = b",".join(more)
+        last = facts.last
+        if last is not None and last[0] == found:  # the keep-alive case: the same text as last time
+            return last[1]
+        text = _text(found)
+        resolution = self._resolver.read(facts, text)
+        if resolution.error is None:
+            facts.remember(found, resolution, len(text))
+            return resolution
+        recorder = METRICS.recorder
+        if recorder is not None:
+            recorder.not_believed(resolution.error)
+        if self._resolver.reject:
+            scope.setdefault("extensions", {})["realip"] = resolution
+            return None
+        return resolution
+
+    def _read_all(self, scope: Scope, facts: PeerFacts) -> Resolution | None:
+        """A trusted proxy's header, with the scheme and host it sends; ``None``: reject."""
+        headers = scope["headers"]
+        resolver = self._resolver
+        resolution = resolver.read(
+            facts,
+            _header_text(headers, self._header),  # type: ignore[arg-type]
+            _header_text(headers, self._proto) if self._proto else None,
+            _header_text(headers, self._host) if self._host else None,
+        )
+        if resolution.error is not None:
+            recorder = METRICS.recorder
+            if recorder is not None:
+                recorder.not_believed(resolution.error)
+            if resolver.reject:
+                scope.setdefault("extensions", {})["realip"] = resolution
+                return None
+        if resolution.scheme is not None:
+            scheme = resolution.scheme
+            scope["scheme"] = _WEBSOCKET_SCHEMES.get(scheme, scheme) if scope["type"] == "websocket" else scheme
+        if resolution.host is not None:
+            value = resolution.host.encode("latin-1")
+            scope["headers"] = [(k, value if k == b"host" else v) for k, v in headers]
+        return resolution
+
+    def _strip(self, scope: Scope, headers: Any, resolution: Resolution) -> None:
+        names = self._strip_names
+        scope["headers"] = [(k, v) for k, v in headers if k not in names]
+        recorder = METRICS.recorder
+        if recorder is not None:
+            for k, _ in headers:
+                if k in names:
+                    recorder.stripped(k)
+        if resolution.client is not None and is_local(resolution.client[0]):
+            self._once(
+                logging.WARNING,
+                "realip: a peer in private or loopback address space (%s) sent forwarding headers, and realip "
+                "removed them because it is not in trusted_proxies. If it is your proxy, add its address to "
+                "trusted_proxies (REALIP_TRUSTED_PROXIES); if it is a container runtime's NAT gateway or userland "
+                "proxy, the client cannot be recovered here (see docs/proxies.md). Said once.",
+                resolution.client[0],
+            )
+
+    def _new_peer(self, scope: Scope) -> PeerFacts:
+        """Facts about a peer not seen before (or one without an address, never remembered)."""
         if self._notice_pending:  # checked on a new peer only: the first request is one
-            self._no_integration()
-        if client is None:
-            # No address: a Unix-socket peer only if the listener is one (uvicorn reports no
-            # server address for it, or a path); a TCP connection whose peer is already gone
-            # (reset before getpeername()) also has none, and is never trusted. Not cached.
-            server = scope.get("server")
-            unix = server is None or len(server) < 2 or server[1] is None
-            resolution = UNIX_PEER if unix else self._resolver.resolve_peer(None)
-            return [resolution, self._action(resolution), None]
-        key = tuple(client)
-        entry = self._peers.get(key)
-        if entry is None:
-            resolution = peer_resolution(key)
-            entry = [resolution, self._action(resolution), None]
-            if key[1] == 0 and resolution.client is not None:
-                self._check_rewritten_by_server(scope)
-            self._peers.put(key, entry)
-        return entry  # type: ignore[no-any-return]
-
-    def _connection_entry(self, connection: Resolution) -> list[Any]:
-        """The entry for a connection's answer, cached per answer (one per connection)."""
-        admitted = self._resolver.admit(connection)
-        entry = [admitted, self._action(admitted), None]
-        self._connections.put(id(connection), entry)
-        return entry
+            self._no_integration(scope)
+        client = scope.get("client")
+        # No address: a Unix-socket peer only if the listener is one (uvicorn reports no server
+        # address for it, or a path); a TCP connection whose peer is already gone (reset before
+        # getpeername()) also has none, and is never trusted.
+        server = scope.get("server")
+        unix = server is None or len(server) < 2 or server[1] is None
+        facts = self._resolver.peer_facts(client, unix=unix)
+        if client is not None and len(client) == 2 and client[1] == 0 and facts.resolution.client is not None:
+            self._check_rewritten_by_server(scope)
+        return facts
 
     def _check_rewritten_by_server(self, scope: Scope) -> None:
         """Warn once when the server already took the client from a header.
@@ -225,7 +238,7 @@ class RealIPMiddleware:
         replace the client with an ``X-Forwarded-For`` entry and port 0 before
         any middleware runs; the socket peer is then lost to realip.
         """
-        if any(k == b"x-forwarded-for" for k, _ in scope["headers"]):
+        if any(k == b"x-forwarded-for" for k, _ in scope.get("headers", ())):
             self._once(
                 logging.WARNING,
                 "realip: the server took the client address from X-Forwarded-For before realip saw the "
@@ -233,29 +246,19 @@ class RealIPMiddleware:
                 "or use realip's server integration, which turns it off; realip's trusted_proxies then decide",
             )
 
-    def _private_peer_sends_headers(self, host: str) -> None:
-        self._once(
-            logging.WARNING,
-            "realip: a peer in private or loopback address space (%s) sent forwarding headers, and realip removed "
-            "them because it is not in trusted_proxies. If it is your proxy, add its address to trusted_proxies "
-            "(REALIP_TRUSTED_PROXIES); if it is a container runtime's NAT gateway or userland proxy, the client "
-            "cannot be recovered here (see docs/proxies.md). Said once.",
-            host,
-        )
-
-    def _action(self, resolution: Resolution) -> str | None:
-        """What the forwarding headers of this peer's requests get: read, stripped, or nothing."""
-        if self._header is not None and self._resolver.trusts(resolution):
-            return _READ
-        return _STRIP if self._strip else None
-
-    def _no_integration(self) -> None:
+    def _no_integration(self, scope: Scope) -> None:
         self._notice_pending = False
+        limitation = detect_unsupported(scope=scope)
+        if limitation is not None:  # a server that cannot give realip the connection at all
+            self._once(logging.WARNING, limitation.message())
+            return
         self._once(
             logging.INFO,
             "realip: this ASGI server was not started with realip's server integration, so connection-level "
-            "answers (TOA) are not available; mapped addresses are still unwrapped. For uvicorn: "
-            "--http realip.uvicorn:AutoHTTPProtocol --ws realip.uvicorn:AutoWebSocketsProtocol (docs/toa.md)",
+            "answers (TOA, PROXY protocol) are not available; mapped addresses are still unwrapped. Start it "
+            "with one: realip serve (or uvicorn --http realip.uvicorn:HttpToolsProtocol --ws "
+            "realip.uvicorn:AutoWebSocketsProtocol), gunicorn -k realip.gunicorn.ASGIWorker or -k "
+            "realip.gunicorn.UvicornWorker, python -m realip.hypercorn, python -m realip.daphne (docs/servers.md)",
         )
 
 
@@ -264,8 +267,14 @@ def _header_text(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
     values = [v for k, v in headers if k == name]
     if not values:
         return ""
-    joined = values[0] if len(values) == 1 else b",".join(values)
-    return joined.decode("latin-1")
+    return _text(values[0] if len(values) == 1 else b",".join(values))
+
+
+def _text(raw: bytes | None) -> str:
+    """Header bytes as text; nothing left of the window is decoded (then hashed or split)."""
+    if raw is None:
+        return ""
+    return (raw[-_WINDOW:] if len(raw) > _WINDOW else raw).decode("latin-1")
 
 
 async def _reject(scope: Scope, send: Send) -> None:

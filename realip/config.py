@@ -19,6 +19,8 @@ variable                              option
 ``REALIP_TRUST_ALL_PEERS_UNSAFE``     ``trust_all_peers_unsafe`` (on/off)
 ``REALIP_TOA``                        ``toa`` (on/off)
 ``REALIP_TOA_PEERS``                  ``toa_peers`` (comma-separated)
+``REALIP_TOA_VTOA_METADATA``          ``toa_vtoa_metadata`` (on/off): Alibaba vtoa's
+                                      virtual server on each answer
 ``REALIP_PROXY_PROTOCOL``             server integration only: read PROXY headers
 ``REALIP_PROXY_PROTOCOL_PEERS``       who may (and must) send them
 ``REALIP_PROXY_PROTOCOL_TIMEOUT``     seconds to send the header (default 5)
@@ -32,14 +34,12 @@ import difflib
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Final, Literal
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
+from .address import TrustedNetworks, parse_networks
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .address import TrustedNetworks
-    from .connection import ConnectionResolver
+from .strategies import Strategy, strategy_from_name
 
 __all__ = [
     "ENVIRONMENT_VARIABLES",
@@ -62,6 +62,7 @@ ENVIRONMENT_VARIABLES: Final = (
     "REALIP_TRUST_ALL_PEERS_UNSAFE",
     "REALIP_TOA",
     "REALIP_TOA_PEERS",
+    "REALIP_TOA_VTOA_METADATA",
     "REALIP_PROXY_PROTOCOL",
     "REALIP_PROXY_PROTOCOL_PEERS",
     "REALIP_PROXY_PROTOCOL_TIMEOUT",
@@ -117,6 +118,8 @@ def connection_options_from_env(environ: Mapping[str, str] | None = None) -> dic
         options["trusted_proxies"] = _networks(env["REALIP_TRUSTED_PROXIES"], "REALIP_TRUSTED_PROXIES", env)
     if "REALIP_TOA" in env:
         options["toa"] = parse_bool(env["REALIP_TOA"], option="REALIP_TOA")
+    if "REALIP_TOA_VTOA_METADATA" in env:
+        options["toa_vtoa_metadata"] = parse_bool(env["REALIP_TOA_VTOA_METADATA"], option="REALIP_TOA_VTOA_METADATA")
     if "REALIP_TOA_PEERS" in env:
         options["toa_peers"] = _networks(env["REALIP_TOA_PEERS"], "REALIP_TOA_PEERS")
     if "REALIP_PROXY_PROTOCOL" in env:
@@ -135,8 +138,6 @@ def connection_options_from_env(environ: Mapping[str, str] | None = None) -> dic
 
 
 def _networks(value: str, option: str, env: Mapping[str, str] | None = None) -> str:
-    from .address import parse_networks
-
     unsafe = "REALIP_TRUST_ALL_PEERS_UNSAFE"
     everyone = env is not None and parse_bool(env.get(unsafe, "off"), option=unsafe)
     parse_networks(value, option=option, allow_everyone=everyone)  # validate here, naming the variable
@@ -164,97 +165,113 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         if variable in env:
             options[name] = parse_bool(env[variable], option=variable)
     if "REALIP_STRATEGY" in env:
-        from .strategies import strategy_from_name
-
         options["strategy"] = strategy_from_name(env["REALIP_STRATEGY"], option="REALIP_STRATEGY")
     if "REALIP_ON_FAILURE" in env:
         options["on_failure"] = _on_failure(env["REALIP_ON_FAILURE"], "REALIP_ON_FAILURE")
     return options
 
 
-def _on_failure(value: object, option: str) -> str:
-    if value not in ("keep", "reject"):
-        raise ConfigError(option, value, "expected 'keep' (use the last trusted hop) or 'reject' (answer 400)")
-    return value  # type: ignore[return-value]
+def _on_failure(value: object, option: str) -> Literal["keep", "reject"]:
+    if value == "keep":
+        return "keep"
+    if value == "reject":
+        return "reject"
+    raise ConfigError(option, value, "expected 'keep' (use the last trusted hop) or 'reject' (answer 400)")
 
 
-@dataclass(frozen=True)
+#: The networks shared Huawei Cloud ELB instances connect to backends from
+#: (100.125.0.0/16; some regions also 100.126.0.0/16). Both lie in the shared
+#: address space of RFC 6598, which is not routed on the internet, so trusting
+#: them by default does not let an internet client choose its address. A
+#: dedicated ELB connects from the backend subnet: name it in ``toa_peers``.
+DEFAULT_TOA_PEERS: Final = ("100.125.0.0/16", "100.126.0.0/16")
+
+#: Every option of the middlewares, with its default.
+_DEFAULTS: Final[dict[str, Any]] = {
+    "trusted_proxies": (),
+    "strategy": None,
+    "on_failure": "keep",
+    "forwarded_proto": False,
+    "forwarded_host": False,
+    "strip_untrusted_headers": True,
+    "trust_unix_socket_peers": False,
+    "trust_all_peers_unsafe": False,
+    "toa": True,
+    "toa_peers": None,
+    "toa_vtoa_metadata": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    """The validated options of one middleware. Built once, at start-up.
+    """The validated options of one middleware. Built once, at start-up, by ``Settings.build()``.
 
     Options passed in code win over ``REALIP_*`` variables, which win over the
     defaults. An unknown option or a bad value raises :class:`~realip.ConfigError`
     naming it. See :class:`realip.RealIPMiddleware` for what each one trusts.
+    The server integrations build their :class:`~realip.connection.ConnectionResolver`
+    from the same object (``ConnectionResolver.from_settings``), so no option
+    can act in one and be dropped in the other.
     """
 
-    trusted_proxies: Any = ()
-    strategy: Any = None
-    on_failure: str = "keep"
-    forwarded_proto: bool = False
-    forwarded_host: bool = False
-    strip_untrusted_headers: bool = True
-    trust_unix_socket_peers: bool = False
-    trust_all_peers_unsafe: bool = False
-    toa: bool = True
-    toa_peers: Any = None  # None: DEFAULT_TOA_PEERS
+    trusted_proxies: TrustedNetworks
+    strategy: Strategy | None
+    on_failure: Literal["keep", "reject"]
+    forwarded_proto: bool
+    forwarded_host: bool
+    strip_untrusted_headers: bool
+    trust_unix_socket_peers: bool
+    trust_all_peers_unsafe: bool
+    toa: bool
+    toa_peers: TrustedNetworks
+    #: Ask Alibaba's vtoa module for each connection's virtual server (docs/vendors/alibaba.md).
+    toa_vtoa_metadata: bool
+    #: This middleware's own say on TOA answers a server integration made: ``None``
+    #: when neither ``toa`` nor ``toa_peers`` was given, ``False`` for ``toa=False``,
+    #: else the ``toa_peers`` networks.
+    toa_filter: TrustedNetworks | Literal[False] | None
 
     @classmethod
     def build(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Settings:
-        known = {f.name for f in fields(cls)}
         for name in options:
-            if name not in known:
-                raise ConfigError(name, options[name], f"unknown option; known: {', '.join(sorted(known))}")
-        merged = {**options_from_env(environ), **options}
-        settings = cls(**merged)
-        settings._validate()
-        return settings
-
-    def _validate(self) -> None:
-        from .address import TrustedNetworks
-
-        for name in (*_BOOL_OPTIONS, "toa"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, getattr(self, name), "expected True or False")
-        _on_failure(self.on_failure, "on_failure")
-        object.__setattr__(
-            self,
-            "trusted_proxies",
-            TrustedNetworks.parse(
-                self.trusted_proxies, option="trusted_proxies", allow_everyone=self.trust_all_peers_unsafe
-            ),
+            if name not in _DEFAULTS:
+                close = difflib.get_close_matches(name, _DEFAULTS, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ConfigError(name, options[name], f"unknown option; {hint}known: {', '.join(sorted(_DEFAULTS))}")
+        merged = {**_DEFAULTS, **options_from_env(environ), **options}
+        for name in (*_BOOL_OPTIONS, "toa", "toa_vtoa_metadata"):
+            if not isinstance(merged[name], bool):
+                raise ConfigError(name, merged[name], "expected True or False")
+        everyone = merged["trust_all_peers_unsafe"]
+        trusted = TrustedNetworks.parse(merged["trusted_proxies"], option="trusted_proxies", allow_everyone=everyone)
+        given_peers = merged["toa_peers"]
+        toa_peers = TrustedNetworks.parse(DEFAULT_TOA_PEERS if given_peers is None else given_peers, option="toa_peers")
+        if not merged["toa"]:
+            toa_filter: TrustedNetworks | Literal[False] | None = False
+        else:
+            toa_filter = None if given_peers is None else toa_peers
+        return cls(
+            trusted_proxies=trusted,
+            strategy=_strategy(merged["strategy"], bool(trusted) or everyone),
+            on_failure=_on_failure(merged["on_failure"], "on_failure"),
+            forwarded_proto=merged["forwarded_proto"],
+            forwarded_host=merged["forwarded_host"],
+            strip_untrusted_headers=merged["strip_untrusted_headers"],
+            trust_unix_socket_peers=merged["trust_unix_socket_peers"],
+            trust_all_peers_unsafe=everyone,
+            toa=merged["toa"],
+            toa_peers=toa_peers,
+            toa_vtoa_metadata=merged["toa_vtoa_metadata"],
+            toa_filter=toa_filter,
         )
-        object.__setattr__(self, "strategy", self._strategy())
-        self.connection_resolver()  # validates toa_peers now, not on the first request
 
-    def _strategy(self) -> Any:
-        from .strategies import strategy_from_name
 
-        strategy = self.strategy
-        if strategy is None:
-            # Trusting proxies means reading what they add: X-Forwarded-For by default.
-            return (
-                strategy_from_name("x-forwarded-for") if (self.trusted_proxies or self.trust_all_peers_unsafe) else None
-            )
-        if isinstance(strategy, str):
-            return strategy_from_name(strategy, option="strategy")
-        if not (isinstance(getattr(strategy, "header", None), str) and callable(getattr(strategy, "decide", None))):
-            raise ConfigError("strategy", strategy, "expected a strategy (realip.strategies) or its name")
-        return strategy
-
-    def toa_filter(self) -> TrustedNetworks | Literal[False] | None:
-        """This middleware's own say on TOA answers that a server integration made:
-        ``None`` when neither ``toa`` nor ``toa_peers`` was changed from the default,
-        ``False`` for ``toa=False``, else the ``toa_peers`` networks."""
-        from .address import TrustedNetworks
-
-        if not self.toa:
-            return False
-        if self.toa_peers is None:
-            return None
-        return TrustedNetworks.parse(self.toa_peers, option="toa_peers")
-
-    def connection_resolver(self) -> ConnectionResolver:
-        from .connection import DEFAULT_TOA_PEERS, ConnectionResolver
-
-        peers = DEFAULT_TOA_PEERS if self.toa_peers is None else self.toa_peers
-        return ConnectionResolver(toa=self.toa, toa_peers=peers, trusted_proxies=self.trusted_proxies)
+def _strategy(strategy: object, trusting: bool) -> Strategy | None:
+    if strategy is None:
+        # Trusting proxies means reading what they add: X-Forwarded-For by default.
+        return strategy_from_name("x-forwarded-for") if trusting else None
+    if isinstance(strategy, str):
+        return strategy_from_name(strategy, option="strategy")
+    if not (isinstance(getattr(strategy, "header", None), str) and callable(getattr(strategy, "decide", None))):
+        raise ConfigError("strategy", strategy, "expected a strategy (realip.strategies) or its name")
+    return strategy  # type: ignore[return-value]

@@ -38,6 +38,8 @@ from django.utils.module_loading import import_string
 
 from .config import Settings
 from .errors import ConfigError
+from .logcontext import bind, unbind
+from .metrics import METRICS
 from .wsgi import EnvironResolver
 
 __all__ = ["MIDDLEWARE_PATH", "RealIPConfig", "RealIPMiddleware", "check_middleware_order", "check_settings"]
@@ -68,13 +70,9 @@ class RealIPMiddleware:
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         from django.conf import settings
 
-        from .config import Settings
-
         self.get_response = get_response
         options = getattr(settings, "REALIP", {})
         if not isinstance(options, dict):
-            from .errors import ConfigError
-
             raise ConfigError("settings.REALIP", options, "expected a dict of realip options")
         self.settings = Settings.build(**options)
         self._environ = EnvironResolver(self.settings)
@@ -85,10 +83,24 @@ class RealIPMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self.__acall__(request)
-        return self._apply(request) or self.get_response(request)
+        rejected = self._apply(request)
+        if rejected is not None:
+            return rejected
+        token = bind(request.realip)
+        try:
+            return self.get_response(request)
+        finally:
+            unbind(token)
 
     async def __acall__(self, request: Any) -> Any:
-        return self._apply(request) or await self.get_response(request)
+        rejected = self._apply(request)
+        if rejected is not None:
+            return rejected
+        token = bind(request.realip)
+        try:
+            return await self.get_response(request)
+        finally:
+            unbind(token)
 
     def _apply(self, request: Any) -> Any:
         """Apply the answer to the request; a 400 response when it must be rejected."""
@@ -104,6 +116,9 @@ class RealIPMiddleware:
         if scope is not None and resolution.client is not None:
             scope["client"] = resolution.client
         request.realip = resolution
+        recorder = METRICS.recorder
+        if recorder is not None:
+            recorder.answer(resolution.source)
         return None
 
 

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from .proxy_protocol import ProxyHeader
     from .toa import TOAAnswer
 
-__all__ = ["Resolution", "Source"]
+__all__ = ["CONNECTION_GONE", "NO_PEER", "UNIX_PEER", "Resolution", "Source", "make_resolution"]
 
 
 class Source:
@@ -125,3 +125,17 @@ def make_resolution(
     _set_scheme(resolution, scheme)
     _set_host(resolution, host)
     return resolution
+
+
+#: A peer without an address on a TCP listener (reset before ``getpeername()``):
+#: never trusted for anything.
+NO_PEER: Final = Resolution(client=None, peer=None, source=Source.PEER)
+
+#: A peer on a Unix-socket listener (no address).
+UNIX_PEER: Final = Resolution(client=None, peer=None, source=Source.UNIX)
+
+#: The answer for a connection that was reset before realip could ask about it
+#: (the TOA module answers ``ENOTCONN``): the client is gone and cannot read a
+#: response, and the only address left is the load balancer's, which must not
+#: become the client. Integrations close such a connection without running the app.
+CONNECTION_GONE: Final = Resolution(client=None, peer=None, source="gone")

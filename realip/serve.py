@@ -36,6 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .config import options_from_env
+from .errors import ConfigError
+
 __all__ = ["Bind", "BindError", "add_parser", "listen", "main", "parse_bind", "serve"]
 
 #: uvicorn's ``--log-level`` values.
@@ -205,8 +208,6 @@ def serve(
     be bound, a ``REALIP_*`` option is bad or uvicorn is missing (each said on
     stderr), 3 when the app failed to start (uvicorn's own code).
     """
-    from .config import options_from_env
-    from .errors import ConfigError
 
     try:
         parsed = [parse_bind(b) if isinstance(b, str) else b for b in binds]

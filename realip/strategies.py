@@ -35,7 +35,6 @@ from ipaddress import IPv4Address
 from typing import Final, Protocol
 
 from .address import IPAddress, TrustedNetworks
-from .core import BoundedCache
 from .errors import ConfigError
 from .forwarding import (
     MAX_ENTRIES,
@@ -47,6 +46,7 @@ from .forwarding import (
     rsplit_forwarded,
     snippet,
 )
+from .memory import ENTRY_NUMBERS
 
 __all__ = [
     "MISSING",
@@ -340,10 +340,6 @@ def _rightmost_list(value: str, trusted: TrustedNetworks) -> Decision:
 
 _from_bytes = int.from_bytes
 
-#: entry text -> its IPv4 address as an integer, for the texts walk. The proxies'
-#: own entries come back on every request; bounded like every other cache.
-_IPV4_ENTRIES: Final = BoundedCache()
-
 
 def _rightmost_list_texts(value: str, trusted: TrustedNetworks) -> tuple[tuple[str, int], tuple[str, ...]] | None:
     """:func:`_rightmost_list` for bare IPv4 entries, in canonical texts; ``None``: not that case.
@@ -358,7 +354,7 @@ def _rightmost_list_texts(value: str, trusted: TrustedNetworks) -> tuple[tuple[s
     if len(entries) > MAX_ENTRIES:
         return None  # a cut: the full walk reports it
     networks = trusted._v4  # (network, mask) pairs
-    known = _IPV4_ENTRIES
+    known = ENTRY_NUMBERS  # realip.memory: entry text -> its IPv4 address as an integer
     walked: list[str] = []  # rightmost first
     for i in range(len(entries) - 1, -1, -1):
         text = entries[i].strip(" \t")

@@ -11,7 +11,6 @@ No timings: tests/test_benchmarks.py only proves that the benchmark runs.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -283,16 +282,13 @@ def test_a_connection_answer_gets_its_own_entry_per_connection() -> None:
 
 
 def test_the_toa_answer_cache_never_hands_a_new_socket_an_old_answer() -> None:
-    """Keyed by id(socket): a new socket that got a freed one's id is a miss (the weak reference says so)."""
+    """Remembered per socket object, weakly: a new socket (even with a freed one's id) is asked anew."""
 
     class Resolver_:
         asks_toa = True
 
         def __init__(self) -> None:
             self.asked: list[object] = []
-
-        def wants(self, client: object) -> bool:
-            return True
 
         def resolve(self, sock: object, peer: object) -> Resolution:
             self.asked.append(sock)
@@ -302,24 +298,22 @@ def test_the_toa_answer_cache_never_hands_a_new_socket_an_old_answer() -> None:
         pass
 
     resolver = Resolver_()
-    lookup = ConnectionLookup(resolver)  # type: ignore[arg-type]
-    base = peer_resolution(("100.125.0.1", 5))
+    decider = Resolver(_settings())
+    lookup = ConnectionLookup(resolver, decider)  # type: ignore[arg-type]
+    facts = decider.peer_facts(("100.125.0.1", 5), ask=True)
     sock, other = Sock(), Sock()
-    assert lookup.ask({"gunicorn.socket": sock}, base).source == Source.TOA
-    assert lookup.ask({"gunicorn.socket": sock}, base).source == Source.TOA
+    assert lookup.ask({"gunicorn.socket": sock}, facts).resolution.source == Source.TOA
+    assert lookup.ask({"gunicorn.socket": sock}, facts).resolution.source == Source.TOA
     assert resolver.asked == [sock]  # once per connection
-    lookup._by_socket[id(sock)] = (weakref.ref(other), lookup._by_socket[id(sock)][1])  # as if the id were reused
-    lookup.ask({"gunicorn.socket": sock}, base)
-    assert resolver.asked == [sock, sock]
+    resolver.asked.clear()
+    del sock  # the connection is closed: its socket goes
+    lookup.ask({"gunicorn.socket": other}, facts)
+    assert resolver.asked == [other]
+    assert len(decider.memory.sockets) == 1  # the closed connection's entry went with its socket
 
 
 def test_every_cache_stays_bounded_and_long_texts_are_not_kept() -> None:
     """A hostile client varying its port, its address and its headers: nothing grows past the limit."""
-    import sys
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
-    import run  # benchmarks/run.py: the same census of caches the benchmark reports
-
     options = {"environ": {}, "trusted_proxies": "10.0.0.0/8"}
     asgi = RealIPMiddleware(None, **options)
     wsgi = RealIPWSGIMiddleware(None, **options)
@@ -330,11 +324,12 @@ def test_every_cache_stays_bounded_and_long_texts_are_not_kept() -> None:
             _asgi_once(asgi, ("10.0.0.2", 1024 + i), [("x-forwarded-for", value)])
             _wsgi_once(wsgi, "10.0.0.2", str(1024 + i), {"x-forwarded-for": value})
         _asgi_once(asgi, (f"::ffff:{client}", 2000 + i), [])
-    for name, cache in run.caches(asgi, wsgi).items():
-        assert len(cache) <= CACHE_SIZE, name
-        assert run._longest_key(cache) <= CACHED_VALUE_LENGTH, name
-    for entry in list(asgi._peers.values()) + list(wsgi._apply._peers.values()):
-        memo = entry[-1]
+    for middleware in (asgi, wsgi):
+        for name, table in middleware.memory.stats().items():
+            assert table["entries"] <= CACHE_SIZE, name
+            assert table["longest_key"] <= CACHED_VALUE_LENGTH, name
+    for facts in list(asgi.memory.peers.values()) + list(wsgi.memory.peers.values()):
+        memo = facts.last
         assert memo is None or len(memo[0] or "") <= CACHED_VALUE_LENGTH
 
 

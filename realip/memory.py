@@ -1,0 +1,157 @@
+"""What realip remembers across requests: one layer, one policy.
+
+Deciding a client is a pure function of what the transport says (the peer, a
+connection's TOA or PROXY protocol answer) and of one header's text. Requests
+repeat those inputs: a keep-alive connection sends the same peer every time, a
+proxy relays the same client on many connections, and the proxies' own entries
+come back in every header. So the answers are remembered, and this module is
+the only place that does it. Delete the memory and the decision is unchanged,
+only slower.
+
+The policy, for every table here:
+
+* **Bounded.** A table holds at most :data:`CACHE_SIZE` entries; when it is
+  full it is emptied at once (cheaper per hit than an LRU, and the worst a flood
+  of distinct keys can do is make every lookup a miss).
+* **Short keys only.** A header text longer than :data:`CACHED_TEXT_LENGTH`
+  (no chain of real proxies writes one) is never a key and never hashed for a
+  lookup: it is decided every time. So a full table holds at most
+  ``CACHE_SIZE`` keys of that size.
+* **Keyed by what the server reported**, before any parsing: a hit costs one
+  dictionary lookup and no parsing at all.
+* **Per connection, no longer than the connection.** WSGI sockets are weak
+  keys (a closed connection's entry goes with its socket); a server
+  integration's connection answer is kept in its entry, so that its ``id`` is
+  not reused while the entry lives.
+
+:meth:`Memory.stats` reports the size of each table (``make bench`` prints it).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Final
+
+from .result import Resolution
+
+__all__ = ["CACHED_TEXT_LENGTH", "CACHE_SIZE", "ENTRY_NUMBERS", "HOSTS", "BoundedCache", "Memory", "PeerFacts"]
+
+#: Entries a table may hold before it is emptied.
+CACHE_SIZE: Final = 4096
+
+#: Longest header text (all values of a request together) kept as a key.
+CACHED_TEXT_LENGTH: Final = 1024
+
+
+class BoundedCache(dict):  # type: ignore[type-arg]
+    """A dict that empties itself when it reaches ``limit`` entries."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = CACHE_SIZE) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: object, value: object) -> None:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+
+
+class PeerFacts:
+    """Everything decided about one peer (or one connection's answer), once.
+
+    ``resolution``: the answer from the transport alone. ``read``: it is a
+    trusted proxy, whose header decides. ``strip``: it is not, and the
+    forwarding headers it sends are removed. ``ask``: the connection may be
+    asked about (TOA; WSGI). ``remote_addr`` / ``remote_port``: the WSGI texts
+    to write, ``None`` when they are unchanged. ``last``: the keep-alive memo,
+    ``(header as last seen, its answer)``, only for short texts and answers
+    without an error.
+    """
+
+    __slots__ = ("ask", "last", "read", "remote_addr", "remote_port", "resolution", "strip")
+
+    def __init__(
+        self,
+        resolution: Resolution,
+        *,
+        read: bool,
+        strip: bool,
+        ask: bool = False,
+        remote_addr: str | None = None,
+        remote_port: str | None = None,
+    ) -> None:
+        self.resolution = resolution
+        self.read = read
+        self.strip = strip
+        self.ask = ask
+        self.remote_addr = remote_addr
+        self.remote_port = remote_port
+        self.last: tuple[object, Resolution] | None = None
+
+    def remember(self, header: object, answer: Resolution, length: int) -> None:
+        """Keep the answer for this header, when it is short and without an error (one
+        assignment: threads see the old pair or the new one)."""
+        if length <= CACHED_TEXT_LENGTH and answer.error is None:
+            self.last = (header, answer)
+
+
+#: Per process, shared by every middleware: host text as a server reported it ->
+#: ``(canonical text, source)``, or ``None`` when it is not an address.
+HOSTS: Final = BoundedCache()
+
+#: Per process: an ``X-Forwarded-For`` entry text -> its IPv4 address as an
+#: integer (the proxies' own entries come back on every request).
+ENTRY_NUMBERS: Final = BoundedCache()
+
+
+class Memory:
+    """The tables of one middleware (its trust settings are part of every answer)."""
+
+    __slots__ = ("connections", "decisions", "peers", "sockets", "trusted_hosts")
+
+    def __init__(self) -> None:
+        #: peer as the server reported it (``scope["client"]``; WSGI: REMOTE_ADDR, REMOTE_PORT) -> PeerFacts
+        self.peers = BoundedCache()
+        #: id(connection answer of a server integration) -> (that answer, its PeerFacts)
+        self.connections = BoundedCache()
+        #: canonical host text -> whether it is a trusted proxy
+        self.trusted_hosts = BoundedCache()
+        #: header text (at most CACHED_TEXT_LENGTH) -> what the strategy made of it, as texts
+        self.decisions = BoundedCache()
+        #: WSGI: the connection's socket -> the PeerFacts of the connection's own answer
+        #: (TOA, or the PROXY header gunicorn parsed on its first request)
+        self.sockets: weakref.WeakKeyDictionary[Any, PeerFacts] = weakref.WeakKeyDictionary()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per table: its entries, its limit and its longest text key (``make bench``)."""
+        tables: dict[str, Any] = {
+            "peers": self.peers,
+            "connections": self.connections,
+            "trusted_hosts": self.trusted_hosts,
+            "decisions": self.decisions,
+            "hosts (per process)": HOSTS,
+            "entry numbers (per process)": ENTRY_NUMBERS,
+        }
+        found = {
+            name: {"entries": len(table), "limit": table.limit, "longest_key": _longest_key(table)}
+            for name, table in tables.items()
+        }
+        memos = [f.last for f in self.peers.values() if f.last is not None]
+        found["keep-alive memos"] = {
+            "entries": len(memos),
+            "limit": CACHE_SIZE,
+            "longest_key": max((len(m[0]) for m in memos if isinstance(m[0], (str, bytes))), default=0),
+        }
+        found["sockets (weak)"] = {"entries": len(self.sockets), "limit": 0, "longest_key": 0}
+        return found
+
+
+def _longest_key(table: dict[Any, Any]) -> int:
+    longest = 0
+    for key in list(table):
+        for part in key if isinstance(key, tuple) else (key,):
+            if isinstance(part, (str, bytes)):
+                longest = max(longest, len(part))
+    return longest
