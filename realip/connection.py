@@ -14,29 +14,32 @@ Werkzeug), asyncio's ``TransportSocket`` or uvloop's ``PseudoSocket``
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterable
-from typing import Final
+from errno import EFAULT, ENOTCONN
+from typing import Any, Final
 
 from ._log import Once, RateLimitedLog, logger
 from .address import IPNetwork, TrustedNetworks, ip_text
-from .core import BoundedCache, peer_resolution
+from .config import DEFAULT_TOA_PEERS, Settings
+from .core import peer_resolution
 from .errors import ConfigError
+from .memory import BoundedCache
+from .metrics import METRICS
 from .proxy_protocol import ProxyHeader, ProxyProtocolReader
-from .result import Resolution, Source, make_resolution
-from .toa import TOAStatus
+from .result import CONNECTION_GONE, NO_PEER, UNIX_PEER, Resolution, Source, make_resolution
+from .toa import TOAAnswer, TOAInterface, TOAStatus
 from .toa import available as toa_available
+from .toa import kernel_peer as toa_kernel_peer
+from .toa import loaded_modules as loaded_toa_modules
 from .toa import lookup as toa_lookup
+from .toa import peer_name as toa_peer_name
+from .toa import socket_family as toa_socket_family
 from .toa import unavailable_reason as toa_unavailable_reason
+from .toa import virtual_server as toa_virtual_server
 
 __all__ = ["CONNECTION_GONE", "DEFAULT_TOA_PEERS", "UNIX_PEER", "ConnectionResolver"]
-
-#: The networks shared Huawei Cloud ELB instances connect to backends from
-#: (100.125.0.0/16; some regions also 100.126.0.0/16). Both lie in the shared
-#: address space of RFC 6598, which is not routed on the internet, so trusting
-#: them by default does not let an internet client choose its address. A
-#: dedicated ELB connects from the backend subnet: name it in ``toa_peers``.
-DEFAULT_TOA_PEERS: Final = ("100.125.0.0/16", "100.126.0.0/16")
 
 #: Seconds a peer has to send its whole PROXY protocol header before the
 #: connection is closed (HAProxy's own receivers use a few seconds too).
@@ -48,17 +51,8 @@ PROXY_PROTOCOL_TIMEOUT: Final = 5.0
 RECHECK_AFTER: Final = 60.0
 
 
-#: The answer for a connection that was reset before realip could ask about it
-#: (the TOA module answers ``ENOTCONN``): the client is gone and cannot read a
-#: response, and the only address left is the load balancer's, which must not
-#: become the client. Integrations close such a connection without running the app.
-CONNECTION_GONE: Final = Resolution(client=None, peer=None, source="gone")
-
 #: Says once per process that the shim is missing (many resolvers may be built).
 _SHIM_MISSING: Final = Once()
-
-#: The answer for a peer on a Unix-socket listener (no address).
-UNIX_PEER: Final = Resolution(client=None, peer=None, source=Source.UNIX)
 
 
 class ConnectionResolver:
@@ -95,10 +89,13 @@ class ConnectionResolver:
         proxy_protocol_peers: str | Iterable[str | IPNetwork] = (),
         proxy_protocol_timeout: float = PROXY_PROTOCOL_TIMEOUT,
         proxy_protocol_others: str = "close",
+        toa_vtoa_metadata: bool = False,
     ) -> None:
         if not isinstance(toa, bool):
             raise ConfigError("toa", toa, "expected True or False")
         self.toa = toa
+        #: Ask Alibaba's vtoa for the virtual server (VPC id, VIP, port) of each connection.
+        self.toa_vtoa_metadata = bool(toa_vtoa_metadata)
         self.toa_peers = TrustedNetworks.parse(toa_peers, option="toa_peers")
         trusted = (
             trusted_proxies
@@ -126,6 +123,16 @@ class ConnectionResolver:
         self._once = Once()
         if self.toa and not toa_available():
             _SHIM_MISSING(logging.WARNING, "realip: TOA requested but %s", toa_unavailable_reason())
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **integration: Any) -> ConnectionResolver:
+        """The resolver for a middleware's (or an integration's) :class:`~realip.config.Settings`:
+        the same ``toa``, ``toa_peers`` and ``trusted_proxies``; ``integration`` adds
+        what only a server integration acts on (``proxy_protocol*``)."""
+        return cls(
+            toa=settings.toa, toa_peers=settings.toa_peers.networks, trusted_proxies=settings.trusted_proxies,
+            toa_vtoa_metadata=settings.toa_vtoa_metadata, **integration,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -189,12 +196,14 @@ class ConnectionResolver:
         host without the module is asked once a minute at most)."""
         if not self.toa:
             return False
+        if self._asks_every_peer():  # a module that rewrites peers: provenance for every connection
+            return True
         host = client[0]
         found = self._is_asked_peer.get(host)
         if found is None:
             found = self._asked.contains_text(host)
             self._is_asked_peer.put(host, found)
-        return found  # type: ignore[no-any-return]
+        return found
 
     def resolve(self, sock: object, peer: tuple[str, int] | list[object] | None, *, unix: bool = False) -> Resolution:
         """The connection's answer, starting from the socket peer the server reported.
@@ -206,34 +215,59 @@ class ConnectionResolver:
         be asked about.
         """
         if peer is None:
-            return UNIX_PEER if unix else peer_resolution(None)
-        base = peer_resolution(tuple(peer))  # type: ignore[arg-type]
+            return UNIX_PEER if unix else NO_PEER
+        base = peer_resolution(tuple(peer))
         if sock is None or base.peer is None or not self.wants(base.client):
             return base
         return self._ask(sock, base)
 
     def _ask(self, sock: object, base: Resolution) -> Resolution:
+        """Ask the TOA module(s) about one connection; ``base`` is its socket peer.
+
+        Every interface a module offers (``docs/vendors/index.md``): the 4096
+        lookup; a rewritten ``getpeername()``, told by ``EFAULT`` or, for modules
+        that answer no lookup at all, by the kernel's TCP table, which also names
+        who really connected; Alibaba's V6VTOA peer, read whole. Once per
+        connection; the table is read only for rewritten peers, or where such a
+        module is loaded.
+        """
         try:
             answer = toa_lookup(sock)  # type: ignore[arg-type]
         except TypeError:  # a server's stand-in that is no socket: nothing to ask
             return base
         status = answer.status
+        recorder = METRICS.recorder
+        if recorder is not None:
+            recorder.toa(_toa_result(answer, self.toa_peers, base))
         peer_host = base.client[0]  # type: ignore[index]
         if status is TOAStatus.FOUND:
-            assert answer.address is not None and answer.port is not None
+            address, port = answer.address, answer.port
+            assert address is not None and port is not None
+            answer = self._vtoa_metadata(
+                sock, TOAAnswer(status, address, port, answer.errno, TOAInterface.LOOKUP, base.client)
+            )
             if self.toa_peers.contains_text(peer_host):
-                return make_resolution(
-                    (ip_text(answer.address), answer.port), base.peer, Source.TOA, (peer_host,), None, answer
-                )
+                return make_resolution((ip_text(address), port), base.peer, Source.TOA, (peer_host,), None, answer)
             # An option from a peer that is not a TOA load balancer: the peer stays the client.
             return make_resolution(base.client, base.peer, base.source, (), None, answer)
         if status is TOAStatus.NONE:
             if answer.rewritten_by_kernel:
                 # The module wrote this peer address from a TCP option (IPv4 TOA, or NAT64
                 # on an AF_INET6 listener): nothing on the wire vouched for it.
-                return make_resolution(base.client, base.peer, Source.TOA, (), None, answer)
-            return make_resolution(base.client, base.peer, base.source, (), None, answer)
+                return self._rewritten_peer(sock, base, answer)
+            return make_resolution(base.client, base.peer, base.source, (), None, self._vtoa_metadata(sock, answer))
         if status is TOAStatus.NO_MODULE:
+            modules = self._toa_modules()
+            if modules:
+                # A module that rewrites getpeername() and answers no lookup (Huawei master,
+                # UCloud, Alibaba vtoa): the kernel's TCP table tells whether it did.
+                self._once(
+                    logging.INFO,
+                    "realip: TOA module %s loaded; it rewrites getpeername() and answers no lookup, so each new "
+                    "connection's peer is compared with the kernel's TCP table (docs/vendors/index.md).",
+                    ", ".join(modules),
+                )
+                return self._rewritten_peer(sock, base, TOAAnswer(TOAStatus.NONE, errno=answer.errno))
             self._module_absent_until = time.monotonic() + self.recheck_after
             self._once(
                 logging.WARNING,
@@ -241,7 +275,7 @@ class ConnectionResolver:
                 "NAT64 clients will show as the load balancer. Asking again every %.0fs. See `realip doctor`.",
                 self.recheck_after,
             )
-            return base
+            return make_resolution(base.client, base.peer, base.source, (), None, answer)
         if status is TOAStatus.UNAVAILABLE:
             self._module_absent_until = float("inf")
             return base
@@ -249,4 +283,101 @@ class ConnectionResolver:
             logger.debug("realip: connection from %s reset before its TOA lookup: not served", peer_host)
             return CONNECTION_GONE
         self._errors.warning("unexpected TOA lookup error", f"errno {answer.errno} for peer {peer_host}")
-        return base
+        return make_resolution(base.client, base.peer, base.source, (), None, answer)
+
+    # ---- helpers of _ask: the interfaces besides the lookup (docs/vendors/index.md)
+
+    #: The TOA modules under /sys/module, and when to look again (class defaults;
+    #: each resolver keeps its own once it has looked).
+    _toa_modules_seen: tuple[str, ...] = ()
+    _toa_modules_until: float = 0.0
+
+    def _toa_modules(self) -> tuple[str, ...]:
+        """The TOA modules loaded on this host (``/sys/module``), looked up at most
+        once every ``recheck_after`` seconds: a few ``stat`` calls a minute."""
+        now = time.monotonic()
+        if now >= self._toa_modules_until:
+            self._toa_modules_seen = loaded_toa_modules()
+            self._toa_modules_until = now + self.recheck_after
+        return self._toa_modules_seen
+
+    def _asks_every_peer(self) -> bool:
+        """Whether every peer should be asked about, not only those that would be
+        trusted: while a TOA module is loaded, any peer address may have been
+        written by it (source ``toa``, never trusted as a proxy), and with
+        Alibaba's V6VTOA the address the server got is not even the client's.
+        For :meth:`may_ask` / :meth:`wants`; free where no module is loaded (the
+        ``/sys/module`` check runs once a minute)."""
+        return self.toa and toa_available() and bool(self._toa_modules())
+
+    def _rewritten_peer(self, sock: object, base: Resolution, answer: TOAAnswer) -> Resolution:
+        """The answer for a connection whose peer the module may have written.
+
+        ``answer`` says ``EFAULT`` (the module says it did) or comes from a module
+        that answers no lookup: then the kernel's TCP table decides (a peer there
+        other than ``getpeername()``'s means it did, and where the table cannot
+        tell, nothing vouches for the peer either). Who really connected
+        (:attr:`TOAAnswer.balancer`) is the table's peer; when it is a trusted
+        load balancer it is the hop, otherwise the option came from elsewhere.
+        """
+        client: tuple[str, int] = base.client  # type: ignore[assignment]
+        interface = TOAInterface.REWRITTEN_PEER
+        balancer: tuple[str, int] | None = None
+        try:
+            if ":" in client[0] and toa_socket_family(sock) == socket.AF_INET:  # type: ignore[arg-type]
+                # Alibaba's V6VTOA (option 249): a 28-byte AF_INET6 peer on an AF_INET socket,
+                # which the server read into 16 bytes. Read it whole.
+                client = toa_peer_name(sock)  # type: ignore[arg-type]
+                interface = TOAInterface.V6VTOA
+            balancer = toa_kernel_peer(sock)  # type: ignore[arg-type]
+            if balancer is None:  # not in the table: reset since, or never there
+                toa_peer_name(sock)  # type: ignore[arg-type]
+        except OSError as exc:
+            if exc.errno == ENOTCONN:
+                logger.debug("realip: connection from %s reset before its TOA check: not served", client[0])
+                return CONNECTION_GONE
+            self._errors.warning("cannot read the kernel's TCP table", f"{exc} for peer {client[0]}")
+        if (
+            interface is TOAInterface.REWRITTEN_PEER
+            and answer.errno != EFAULT
+            and balancer is not None
+            and balancer[0] == client[0]
+            and client[1] in (0, balancer[1])  # uWSGI reports no port
+        ):
+            # The peer the server reported is the one that connected: nothing rewritten.
+            return make_resolution(base.client, base.peer, base.source, (), None, self._vtoa_metadata(sock, answer))
+        answer = self._vtoa_metadata(
+            sock, TOAAnswer(answer.status, answer.address, answer.port, answer.errno, interface, balancer)
+        )
+        hops = (balancer[0],) if balancer is not None and self.toa_peers.contains_text(balancer[0]) else ()
+        return make_resolution(client, base.peer, Source.TOA, hops, None, answer)
+
+    def _vtoa_metadata(self, sock: object, answer: TOAAnswer) -> TOAAnswer:
+        """``answer`` with Alibaba vtoa's virtual server, when ``toa_vtoa_metadata``
+        is on and the vtoa module is loaded (two getsockopt calls at most)."""
+        if not self.toa_vtoa_metadata or "vtoa" not in self._toa_modules():
+            return answer
+        try:
+            found = toa_virtual_server(sock)  # type: ignore[arg-type]
+        except OSError as exc:
+            self._errors.warning("unexpected vtoa virtual-server error", str(exc))
+            return answer
+        if found is None:
+            return answer
+        return TOAAnswer(
+            answer.status, answer.address, answer.port, answer.errno, answer.interface, answer.balancer, found
+        )
+
+
+def _toa_result(answer: Any, toa_peers: TrustedNetworks, base: Resolution) -> str:
+    """The ``realip_toa_lookups_total`` result of one lookup (:data:`realip.metrics.TOA_RESULTS`)."""
+    status = answer.status
+    if status is TOAStatus.FOUND:
+        return "found" if toa_peers.contains_text(base.client[0]) else "found-untrusted-peer"  # type: ignore[index]
+    if status is TOAStatus.NONE:
+        return "rewritten-by-kernel" if answer.rewritten_by_kernel else "none"
+    if status is TOAStatus.NO_MODULE:
+        return "no-module"
+    if status is TOAStatus.UNAVAILABLE:
+        return "unavailable"
+    return "connection-gone" if answer.connection_gone else "error"

@@ -152,7 +152,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def run_probe(emulator: Path, tmp_path_factory: pytest.TempPathFactory) -> Probe:
-    """``run_probe(spec, rules, log=None, module=True, preload=True) -> dict``."""
+    """``run_probe(spec, rules, log=None, module=True, preload=True, script=PROBE) -> dict``."""
     # ``python -c`` puts the working directory first on sys.path: run from an
     # empty one, so that PYTHONPATH alone decides which realip is imported.
     cwd = tmp_path_factory.mktemp("probe-cwd")
@@ -162,8 +162,9 @@ def run_probe(emulator: Path, tmp_path_factory: pytest.TempPathFactory) -> Probe
         rules: dict[str, str] | str = "",
         *,
         log: Path | None = None,
-        module: bool = True,
+        module: bool | str = True,
         preload: bool = True,
+        script: str = PROBE,
     ) -> dict[str, Any]:
         environment = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("TOA_EMU")}
         environment["PYTHONPATH"] = os.pathsep.join(
@@ -172,7 +173,7 @@ def run_probe(emulator: Path, tmp_path_factory: pytest.TempPathFactory) -> Probe
         if preload:
             environment.update(toa_emulator.env(rules, log, library=emulator, module=module))
         proc = subprocess.run(
-            [sys.executable, "-c", PROBE, json.dumps(spec)],
+            [sys.executable, "-c", script, json.dumps(spec)],
             env=environment,
             cwd=cwd,
             capture_output=True,
@@ -228,9 +229,19 @@ def test_shim_compiles_warning_free_and_stub_is_unavailable(tmp_path: Path, stub
     lib: Any = ffi.dlopen(str(library))
     assert lib.realip_toa_struct_size() == 20
     assert lib.realip_toa_available() == (0 if stub else 1)
+    # Each getsockopt call's structure, as compiled (the C asserts them too): the same in the stub.
+    sizes = {optname: lib.realip_option_struct_size(optname) for optname in (4096, 1345, 1346, 1347, 1348)}
+    assert sizes == {4096: 20, 1345: 12, 1346: 32, 1347: 24, 1348: 0}
+    assert lib.realip_sockaddr_size() == 128
     if stub:
         addr, port = ffi.new("unsigned char[16]"), ffi.new("unsigned int *")
         assert lib.realip_toa_lookup(0, addr, port) == errno.ENOSYS
+        buf, length = ffi.new("unsigned char[128]"), ffi.new("unsigned int *", 128)
+        assert lib.realip_socket_name(0, 1, buf, length) == errno.ENOSYS
+        assert lib.realip_socket_domain(0, ffi.new("int *")) == errno.ENOSYS
+        assert lib.realip_socket_cookie(0, ffi.new("unsigned long long *")) == errno.ENOSYS
+        family = ffi.new("int *")
+        assert lib.realip_vtoa_virtual_server(0, 1345, port, addr, family, port) == errno.ENOSYS
 
 
 @pytest.mark.skipif(Path("/sys/module/toa").exists(), reason="this host has a real TOA module loaded")
@@ -392,3 +403,164 @@ def test_bad_emulator_rule_aborts_loudly(emulator: Path, rules: str) -> None:
     )
     assert proc.returncode != 0
     assert "toa_emu: " in proc.stderr
+
+
+# --- the other interfaces: V6VTOA, vtoa's virtual server, rewriting-only modules ------
+
+VENDOR_PROBE = r"""
+import contextlib, json, socket, sys
+import realip.toa as toa
+
+spec = json.loads(sys.argv[1])
+lib, ffi = toa._shim.lib, toa._shim.ffi
+
+
+def raw(sock, optname, size):
+    try:
+        return {"hex": sock.getsockopt(socket.IPPROTO_IP, optname, size).hex()}
+    except OSError as exc:
+        return {"errno": exc.errno}
+
+
+def shim_vs(sock, optname):
+    vid, vip = ffi.new("unsigned int *"), ffi.new("unsigned char[16]")
+    family, port = ffi.new("int *"), ffi.new("unsigned int *")
+    rc = lib.realip_vtoa_virtual_server(sock.fileno(), optname, vid, vip, family, port)
+    if rc:
+        return {"errno": rc}
+    size = 4 if family[0] == socket.AF_INET else 16
+    return {"vid": vid[0], "vip": socket.inet_ntop(family[0], ffi.buffer(vip, size)[:]), "port": port[0]}
+
+
+def attempt(function, *args):
+    try:
+        result = function(*args)
+    except OSError as exc:
+        return {"errno": exc.errno}
+    if result is None or isinstance(result, (int, str)):
+        return result
+    if isinstance(result, tuple):
+        return list(result)
+    return [result.vpc_id, str(result.address), result.port]
+
+
+out = {"available": toa.available(), "connections": []}
+with contextlib.ExitStack() as stack:
+    family = socket.AF_INET if spec.get("listener", "inet") == "inet" else socket.AF_INET6
+    lsock = stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
+    if family == socket.AF_INET6:
+        lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        lsock.bind(("::ffff:127.0.0.1", 0))
+    else:
+        lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    for source in spec["clients"]:
+        client = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        client.bind((source, 0))
+        client.connect(("127.0.0.1", lsock.getsockname()[1]))
+        conn, accepted_from = lsock.accept()
+        stack.enter_context(conn)
+        out["connections"].append({
+            "client": list(client.getsockname()),
+            "accepted_from": list(accepted_from),
+            "peername": list(conn.getpeername()),
+            "peer_name": attempt(toa.peer_name, conn),
+            "family": attempt(toa.socket_family, conn),
+            "kernel_peer": attempt(toa.kernel_peer, conn),
+            "virtual_server": attempt(toa.virtual_server, conn),
+            "lookup": toa.lookup(conn).errno,
+            "shim": {str(o): shim_vs(conn, o) for o in (1345, 1346, 1347)},
+            "raw": {f"{o}/{n}": raw(conn, o, n) for o, n in spec.get("raw", [])},
+        })
+    out["listener"] = {str(o): shim_vs(lsock, o) for o in (1345, 1347)}
+print(json.dumps(out))
+"""
+
+VTOA_RULES = {
+    "127.0.0.6": "v6vtoa:[2001:db8::6]:4006+vs:7:[2001:db8:ff::1]:0",
+    "127.0.0.7": "v4toa:[203.0.113.7]:4007+vs:1234:[192.0.2.10]:80",
+    "127.0.0.8": "toa200:[203.0.113.8]:4008",
+}
+
+
+def test_v6vtoa_peer_on_an_af_inet_socket_is_truncated_by_python_and_read_whole_by_the_shim(
+    run_probe: Probe,
+) -> None:
+    out = run_probe({"clients": ["127.0.0.6"]}, VTOA_RULES, module="vtoa", script=VENDOR_PROBE)
+    conn = out["connections"][0]
+    # CPython sized accept() and getpeername() for AF_INET (16 bytes); the kernel (and the emulator)
+    # wrote the first 16 bytes of a 28-byte sockaddr_in6 and said 28: an AF_INET6 tuple whose
+    # port and first 8 address bytes are right and the rest is whatever the buffer held.
+    for seen in (conn["accepted_from"], conn["peername"]):
+        assert len(seen) == 4 and seen[1] == 4006
+        assert socket.inet_pton(socket.AF_INET6, seen[0])[:8] == socket.inet_pton(socket.AF_INET6, "2001:db8::")[:8]
+    assert conn["peer_name"] == ["2001:db8::6", 4006]
+    assert conn["family"] == socket.AF_INET
+    assert conn["kernel_peer"] == conn["client"]  # who really connected
+    assert conn["lookup"] == errno.ENOPROTOOPT  # vtoa answers no lookup
+    assert conn["virtual_server"] == [7, "2001:db8:ff::1", 0]  # from 1347: vid in host order, port 0
+    assert conn["shim"]["1345"] == conn["shim"]["1346"] == {"errno": errno.ESRCH}  # no IPv4 VIP
+
+
+def test_vtoa_virtual_server_calls_and_their_sizes(run_probe: Probe) -> None:
+    raws = [[1345, 11], [1345, 12], [1346, 31], [1346, 32], [1346, 33], [1347, 23], [1347, 24]]
+    out = run_probe({"clients": ["127.0.0.7", "127.0.0.8"], "raw": raws}, VTOA_RULES, module="vtoa",
+                    script=VENDOR_PROBE)  # fmt: skip
+    with_vip, without = out["connections"]
+    assert with_vip["peername"] == ["203.0.113.7", 4007]  # 254/8: rewritten
+    assert with_vip["virtual_server"] == [1234, "192.0.2.10", 80]
+    vs = {"vid": 1234, "vip": "192.0.2.10", "port": 80}
+    assert with_vip["shim"] == {"1345": vs, "1346": vs, "1347": {"errno": errno.ESRCH}}
+    raw = with_vip["raw"]
+    # vid as the option carried it (network order), the VIP, the port, 2 bytes of padding.
+    assert raw["1345/12"] == {"hex": "000004d2" + "c000020a" + "0050" + "0000"}
+    assert raw["1346/32"]["hex"][40:] == "000004d2" + "c000020a" + "0050" + "0000"  # the entry after 20 bytes
+    for short in ("1345/11", "1346/31", "1346/33", "1347/23"):
+        assert raw[short] == {"errno": errno.EINVAL}, short
+    assert raw["1347/24"] == {"errno": errno.ESRCH}
+    # 200/8 is not vtoa's option: the peer is the sender, and there is no virtual server.
+    assert without["peername"] == without["client"] and without["virtual_server"] is None
+    assert out["listener"] == {"1345": {"errno": errno.ESRCH}, "1347": {"errno": errno.ESRCH}}
+
+
+@pytest.mark.parametrize(
+    ("module", "listener", "rewritten"),
+    [("rewriting", "inet", {"127.0.0.7", "127.0.0.8"}), ("rewriting", "inet6", {"127.0.0.7", "127.0.0.8"}),
+     ("present", "inet", {"127.0.0.7"}), ("vtoa", "inet6", {"127.0.0.6", "127.0.0.7"})],
+)  # fmt: skip
+def test_each_module_rewrites_what_the_lab_saw_it_rewrite(
+    run_probe: Probe, module: str, listener: str, rewritten: set[str]
+) -> None:
+    rules = {**VTOA_RULES, "127.0.0.5": "nat64:[2001:db8::5]:40005"}
+    clients = ["127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"]
+    out = run_probe({"clients": clients, "listener": listener}, rules, module=module, script=VENDOR_PROBE)
+    for source, conn in zip(clients, out["connections"], strict=True):
+        kernel = conn["kernel_peer"]
+        assert kernel == conn["client"], source  # the kernel's table always has the sender
+        nat64_there = source == "127.0.0.5" and module != "rewriting" and listener == "inet6"
+        assert (conn["peer_name"] != kernel) is (source in rewritten or nat64_there), source
+        if module != "present":
+            assert conn["lookup"] == errno.ENOPROTOOPT  # on every socket, as with no module
+        if module != "vtoa":
+            assert conn["shim"]["1345"] == {"errno": errno.ENOPROTOOPT}
+    if module == "vtoa":  # NAT64 on AF_INET6 (253/20) and V6VTOA there: the client, plainly
+        assert [c["peer_name"] for c in out["connections"][:2]] == [["2001:db8::5", 40005], ["2001:db8::6", 4006]]
+
+
+def test_emulator_logs_the_virtual_server_calls_and_table_reads(run_probe: Probe, tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    run_probe({"clients": ["127.0.0.7"]}, VTOA_RULES, module="vtoa", log=log, script=VENDOR_PROBE)
+    calls = [e.call for e in toa_emulator.read_log(log)]
+    assert calls.count("diag") == 1  # kernel_peer(): one sock_diag dump
+    assert calls.count("4096") == 1
+    assert calls.count("1345") == 3  # virtual_server(), the shim, the listener
+    assert toa_emulator.count_lookups(log) == 1
+
+
+def test_emulator_module_must_be_known(emulator: Path) -> None:
+    with pytest.raises(ValueError, match="TOA emulator module"):
+        toa_emulator.env({}, library=emulator, module="huawei")
+    environment = {**os.environ, **toa_emulator.env("*=v6vtoa:[2001:db8::1]:1+vs:7:[192.0.2.1]:80", library=emulator)}
+    code = "import socket; socket.socket().getsockopt(socket.IPPROTO_IP, 4096, 20)"
+    proc = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "IPv6 VIP after v6vtoa: only" in proc.stderr

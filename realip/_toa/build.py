@@ -16,13 +16,16 @@ setup.py also makes it optional: without a C compiler the package installs
 without it and :func:`realip.toa.unavailable_reason` says how to get it.
 
 The declarations live in ``toa_shim.h``, which doubles as the cdef, and the C
-in ``toa_shim.c``. On a platform other than Linux the same file is compiled as
-a stub whose lookup answers ``ENOSYS`` and whose ``realip_toa_available()`` is 0:
-the TOA module is a Linux kernel module, so there is nothing to ask.
+in ``toa_shim.c``, which also holds the structures the kernel modules fill
+(the TOA lookup's and Alibaba vtoa's), each with its size asserted. On a
+platform other than Linux the same file is compiled as a stub whose calls
+answer ``ENOSYS`` and whose ``realip_toa_available()`` is 0: the TOA module is
+a Linux kernel module, so there is nothing to ask.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import sysconfig
@@ -70,7 +73,12 @@ def build_in_place() -> Path:
     with tempfile.TemporaryDirectory(prefix="realip-toa-build-") as tmp:
         built = Path(make_ffibuilder(str(_HERE), py_limited_api=abi3).compile(tmpdir=tmp, verbose=False))
         target = _HERE / built.name
-        shutil.copyfile(built, target)
+        # Copy beside the target, then rename over it: a running server that has the
+        # old module mapped keeps its (unlinked) file; overwriting it in place would
+        # change the code under that process's feet.
+        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(built, staging)
+        os.replace(staging, target)
     return target
 
 

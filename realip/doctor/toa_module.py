@@ -1,8 +1,10 @@
-"""The TOA kernel module (NAT64 load balancers): signs of it in ``/sys`` and
-``/proc``, a live lookup on one loopback connection, and where to listen and
-whom to let in when it is loaded.
+"""The TOA kernel modules (layer-4 load balancers): signs of them in ``/sys`` and
+``/proc``, which vendor's module this is and which interface it offers, its
+counters, a live lookup on one loopback connection, and where to listen and
+whom to let in when one is loaded.
 
-The module's interface and its hazards are described in ``docs/toa-module.md``.
+The modules' interfaces and their hazards are described in ``docs/toa-module.md``
+and, vendor by vendor, in ``docs/vendors/index.md``.
 """
 
 from __future__ import annotations
@@ -11,22 +13,27 @@ import contextlib
 import errno as errno_module
 import socket
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any, Final
 
 from .. import toa
 from ..connection import DEFAULT_TOA_PEERS
-from ..toa import TOAAnswer, TOAStatus
+from ..toa import MODULE_NAMES, TOAAnswer, TOAStatus
 from .listeners import Listener, Process, reverse_proxy_name
 from .model import Finding, endpoint
 
 __all__ = [
+    "COUNTER_FILES",
     "TOA_STATS_LIMIT",
+    "ModuleProfile",
     "ModuleSigns",
+    "module_profile",
     "nat64_finding",
+    "parse_counters",
     "probe_toa",
     "read_module_signs",
     "toa_firewall_finding",
@@ -34,62 +41,258 @@ __all__ = [
     "toa_probe_finding",
 ]
 
-#: /proc/net/toa_stats is shown up to this many bytes.
+#: /proc/net/toa_stats (and vtoa_stats) are shown up to this many bytes.
 TOA_STATS_LIMIT: Final = 4096
+
+#: The counters the modules keep, by file under /proc/net: ``toa_stats`` (Huawei
+#: ``elb-toa`` both branches, dpvs, UCloud, LVS FULLNAT), ``vtoa_stats`` (Alibaba).
+COUNTER_FILES: Final = ("toa_stats", "vtoa_stats")
+
+#: Seconds between the two reads of the counters that tell a rising "no TOA" count.
+COUNTER_INTERVAL: Final = 1.0
 
 
 @dataclass(frozen=True)
 class ModuleSigns:
-    """What the file system says about a TOA kernel module."""
+    """What the file system says about the TOA kernel modules.
+
+    The first three fields are about the module named ``toa``; ``modules`` names
+    every TOA module found (:data:`realip.toa.MODULE_NAMES`, in ``/sys/module``
+    or ``/proc/modules``), ``counters`` the totals of each counters file (summed
+    over CPUs), ``rising`` how much each counter grew between two reads a
+    second apart (read only when a "no TOA" counter exists), ``vtoa_stats`` and
+    ``v6vtoa_info_mode`` what Alibaba's vtoa shows. Equality looks at the first three only.
+    """
 
     sys_module: bool
     proc_modules: bool
     toa_stats: str | None
+    modules: tuple[str, ...] = field(default=(), compare=False)
+    vtoa_stats: str | None = field(default=None, compare=False)
+    counters: Mapping[str, Mapping[str, int]] = field(default_factory=dict, compare=False)
+    rising: Mapping[str, Mapping[str, int]] = field(default_factory=dict, compare=False)
+    v6vtoa_info_mode: int | None = field(default=None, compare=False)
 
     @property
     def present(self) -> bool:
-        return self.sys_module or self.proc_modules or self.toa_stats is not None
+        return (
+            self.sys_module
+            or self.proc_modules
+            or self.toa_stats is not None
+            or bool(self.modules)
+            or self.vtoa_stats is not None
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The modules loaded: ``modules``, or ``("toa",)`` from its older signs alone."""
+        if self.modules:
+            return self.modules
+        legacy = self.sys_module or self.proc_modules or self.toa_stats is not None
+        return ("toa",) if legacy else (("vtoa",) if self.vtoa_stats is not None else ())
 
 
-def read_module_signs(root: Path) -> ModuleSigns:
-    """``/sys/module/toa``, a ``toa`` line in ``/proc/modules`` and ``/proc/net/toa_stats``."""
-    listed = False
+def parse_counters(text: str) -> dict[str, int]:
+    """``{counter: total}`` from a module's counters file: ``name: v1 v2 ...`` per line,
+    one value per online CPU (summed), after a header of CPU names. Lines that are
+    not a name and numbers are skipped."""
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        name, colon, rest = line.partition(":")
+        words = rest.split() if colon else name.split()[1:]
+        name = name.strip() if colon else (name.split() or [""])[0]
+        if name and words and all(word.isdigit() for word in words):
+            found[name] = sum(int(word) for word in words)
+    return found
+
+
+def _read_text(path: Path) -> str | None:
+    with contextlib.suppress(OSError), path.open("rb") as f:
+        return f.read(TOA_STATS_LIMIT).decode("utf-8", errors="replace").rstrip()
+    return None
+
+
+def read_module_signs(
+    root: Path, *, interval: float = COUNTER_INTERVAL, sleep: Callable[[float], None] = time.sleep
+) -> ModuleSigns:
+    """``/sys/module/{toa,vtoa,tcp_toa,tgw_toa}``, those names in ``/proc/modules``,
+    ``/proc/net/toa_stats`` and ``vtoa_stats``, and vtoa's sysctl. When a counters
+    file has a "no TOA" counter, it is read again ``interval`` seconds later
+    (``sleep`` waits) to tell whether that counter rises."""
+    listed: set[str] = set()
     with contextlib.suppress(OSError), (root / "proc" / "modules").open(encoding="utf-8", errors="replace") as modules:
-        listed = any(line.split(" ", 1)[0] == "toa" for line in modules)
-    stats: str | None = None
-    with contextlib.suppress(OSError), (root / "proc" / "net" / "toa_stats").open("rb") as f:
-        stats = f.read(TOA_STATS_LIMIT).decode("utf-8", errors="replace").rstrip()
-    return ModuleSigns((root / "sys" / "module" / "toa").is_dir(), listed, stats)
+        listed = {line.split(" ", 1)[0] for line in modules} & set(MODULE_NAMES)
+    in_sys = {name for name in MODULE_NAMES if (root / "sys" / "module" / name).is_dir()}
+    texts = {name: _read_text(root / "proc" / "net" / name) for name in COUNTER_FILES}
+    counters = {name: parse_counters(text) for name, text in texts.items() if text is not None}
+    rising: dict[str, dict[str, int]] = {}
+    if any("no_toa" in counter for values in counters.values() for counter in values):
+        sleep(interval)
+        for name in counters:
+            later = _read_text(root / "proc" / "net" / name)
+            if later is not None:
+                after = parse_counters(later)
+                rising[name] = {k: after[k] - v for k, v in counters[name].items() if after.get(k, v) > v}
+    mode: int | None = None
+    with contextlib.suppress(OSError, ValueError):
+        mode = int((root / "proc" / "sys" / "net" / "ipv4" / "slb_vtoa" / "v6vtoa_info_mode").read_text().strip())
+    return ModuleSigns(
+        "toa" in in_sys,
+        "toa" in listed,
+        texts["toa_stats"],
+        tuple(name for name in MODULE_NAMES if name in in_sys | listed),
+        texts["vtoa_stats"],
+        counters,
+        rising,
+        mode,
+    )
+
+
+@dataclass(frozen=True)
+class ModuleProfile:
+    """What one loaded module is, by its name and the live lookup's answer
+    (``docs/vendors/index.md``): whose it is, the interfaces it offers
+    (:class:`realip.toa.TOAInterface` values), what realip can check, and the
+    listener family to use."""
+
+    name: str
+    vendors: str
+    interfaces: tuple[str, ...]
+    trust: str
+    listener: str
+
+
+_TABLE_CHECK: Final = (
+    "realip finds who really connected in the kernel's TCP table (one sock_diag dump per new connection) "
+    "and counts the client as vouched for only when that peer is in toa_peers; the rewritten address is "
+    "never a trusted proxy"
+)
+
+
+def module_profile(name: str, answer: TOAAnswer | None) -> ModuleProfile:
+    """The profile of module ``name``; for ``toa`` the live lookup tells the builds apart."""
+    if name == "vtoa":
+        return ModuleProfile(
+            name,
+            "Alibaba vtoa (SLB, ALB, Anti-DDoS)",
+            ("rewritten-peer", "v6vtoa"),
+            f"getpeername() shows the client; {_TABLE_CHECK}; with option 249 an AF_INET socket reports a "
+            "28-byte IPv6 peer that Python servers truncate, and realip reads it whole; the virtual server "
+            "(getsockopt 1345..1347) names the VIP, not the sender",
+            "AF_INET (0.0.0.0): vtoa honours its VPC option (252) only there, and realip repairs the IPv6 "
+            "clients of option 249 on it (the server's own access log shows them garbled)",
+        )
+    if name == "tgw_toa":
+        return ModuleProfile(
+            name,
+            "Tencent CLB (tgw_toa)",
+            ("rewritten-peer", "lookup"),
+            f"IPv4 clients: getpeername() shows the client, {_TABLE_CHECK}; NAT64 clients: the 4096 lookup, "
+            "believed only from toa_peers",
+            "AF_INET (0.0.0.0): the load balancer stays the socket peer for NAT64 clients",
+        )
+    if name == "tcp_toa":
+        return ModuleProfile(
+            name,
+            "Alibaba CDN (tcp_toa)",
+            ("rewritten-peer",),
+            f"getpeername() shows the client; {_TABLE_CHECK}",
+            "either family: the peer is rewritten on both, and only the kernel's table keeps the load balancer",
+        )
+    lookup = answer is not None and (
+        answer.status is TOAStatus.FOUND or (answer.status is TOAStatus.NONE and answer.errno == errno_module.EINVAL)
+    )
+    if lookup:
+        return ModuleProfile(
+            name,
+            "toa with the NAT64 lookup (Huawei elb-toa branch IPv6, dpvs kmod/toa)",
+            ("lookup", "rewritten-peer"),
+            "NAT64 on AF_INET: the load balancer stays the socket peer and realip believes the lookup only from "
+            f"toa_peers; IPv4 TOA, and NAT64 on AF_INET6: getpeername() is rewritten (EFAULT), {_TABLE_CHECK}",
+            "AF_INET (0.0.0.0): the only family on which the load balancer stays visible to every program",
+        )
+    return ModuleProfile(
+        name,
+        "toa without the lookup (Huawei elb-toa branch master, UCloud ucloud-toa, LVS FULLNAT)",
+        ("rewritten-peer",),
+        f"getpeername() shows the client (IPv4 TOA only: no NAT64); {_TABLE_CHECK}",
+        "AF_INET (0.0.0.0): Huawei's master build rewrites nothing on AF_INET6 sockets, so a [::] server "
+        "would see the load balancer",
+    )
+
+
+def _counter_lines(signs: ModuleSigns) -> tuple[str, ...]:
+    lines: list[str] = []
+    for name in COUNTER_FILES:
+        text = signs.toa_stats if name == "toa_stats" else signs.vtoa_stats
+        if text is not None:
+            lines += [f"/proc/net/{name}:", *(f"  {line}" for line in text.splitlines())]
+    return tuple(lines)
+
+
+def _rising_no_toa(signs: ModuleSigns) -> list[str]:
+    """One sentence per counters file whose "no TOA" count rose between the two reads."""
+    said = []
+    for name, grew in signs.rising.items():
+        no_toa = sum(v for k, v in grew.items() if "no_toa" in k)
+        if no_toa <= 0:
+            continue
+        with_toa = sum(v for k, v in grew.items() if "toa" in k and "no_toa" not in k and k.startswith("syn_recv"))
+        said.append(
+            f"/proc/net/{name}: {no_toa} new connection(s) without a TOA option the module parses between two "
+            "reads a second apart" + (f" (and {with_toa} with one)" if with_toa else ", and none with one")
+        )
+    return said
 
 
 def toa_module_finding(signs: ModuleSigns, shim_available: bool) -> Finding:
-    """Which signs of the module were seen, and whether realip's compiled shim can ask it."""
-    data = {
+    """Which modules were seen and whose they are, their counters (a rising "no TOA"
+    count is a warning), and whether realip's compiled shim can ask them."""
+    data: dict[str, Any] = {
         "sys_module_toa": signs.sys_module,
         "proc_modules_toa": signs.proc_modules,
         "toa_stats": signs.toa_stats,
         "shim_available": shim_available,
+        "modules": list(signs.names),
+        "vtoa_stats": signs.vtoa_stats,
+        "counters": {name: dict(values) for name, values in signs.counters.items()},
+        "rising": {name: dict(values) for name, values in signs.rising.items()},
+        "v6vtoa_info_mode": signs.v6vtoa_info_mode,
     }
     shim = "realip's TOA shim is compiled" if shim_available else "realip's TOA shim is NOT available"
-    if signs.present:
-        seen = [
-            text
-            for flag, text in (
-                (signs.sys_module, "/sys/module/toa"),
-                (signs.proc_modules, '"toa" in /proc/modules'),
-                (signs.toa_stats is not None, "/proc/net/toa_stats"),
-            )
-            if flag
-        ]
-        summary = f"TOA module present ({', '.join(seen)}); {shim}"
-    else:
+    if not signs.present:
         summary = (
             f'no sign of a TOA module (no /sys/module/toa, no "toa" in /proc/modules, no /proc/net/toa_stats); {shim}'
         )
-    details: tuple[str, ...] = ()
-    if signs.toa_stats is not None:
-        details = ("/proc/net/toa_stats:", *(f"  {line}" for line in signs.toa_stats.splitlines()))
-    return Finding("toa_module", "info", summary, "", data, details)
+        return Finding("toa_module", "info", summary, "", data)
+    seen = [
+        text
+        for flag, text in (
+            (signs.sys_module, "/sys/module/toa"),
+            (signs.proc_modules, '"toa" in /proc/modules'),
+            (signs.toa_stats is not None, "/proc/net/toa_stats"),
+        )
+        if flag
+    ]
+    seen += [f"/sys/module/{name}" for name in signs.modules if name != "toa"]
+    seen += ["/proc/net/vtoa_stats"] if signs.vtoa_stats is not None else []
+    whose = "; ".join(f"{name}: {module_profile(name, None).vendors}" for name in signs.names if name != "toa")
+    summary = f"TOA module present ({', '.join(seen)}){'; ' + whose if whose else ''}; {shim}"
+    rising = _rising_no_toa(signs)
+    details = _counter_lines(signs)
+    if not rising:
+        return Finding("toa_module", "info", summary, "", data, details)
+    return Finding(
+        "toa_module",
+        "warn",
+        f"{summary}; the 'no TOA' counter is rising",
+        "; ".join(rising) + ": the load balancer sends an option kind this module does not parse (Tencent and "
+        "UCloud use 200, Huawei and Alibaba 254, Alibaba's IPv6 mode 249), does not add TOA at all, or these "
+        "connections do not come from it (health checks, direct clients); Alibaba vtoa also counts a lone "
+        "254/8 here although it rewrites the peer; see docs/toa-module.md#connections-loading-and-unloading",
+        data,
+        details,
+    )
 
 
 def probe_toa(timeout: float = 2.0) -> TOAAnswer:
@@ -125,7 +328,10 @@ def toa_probe_finding(answer: TOAAnswer | None, signs: ModuleSigns, *, setup_err
 
     A loopback connection carries no TCP option, so a module that answers
     ``EINVAL`` is loaded and working; ``ENOPROTOOPT`` means no module (or one
-    without the NAT64 lookup); anything else is odd and said so.
+    without the NAT64 lookup); anything else is odd and said so. Where ``signs``
+    show a module, the finding also says whose it is, which interfaces it offers,
+    what realip can check there and which listener family to use
+    (:func:`module_profile`: ``data["profiles"]``, and the details).
     """
     if answer is None:
         return Finding(
@@ -141,17 +347,43 @@ def toa_probe_finding(answer: TOAAnswer | None, signs: ModuleSigns, *, setup_err
         "errno_name": _errno_name(answer.errno) if answer.errno else None,
     }
     status = answer.status
+    if signs.present:
+        profiles = [module_profile(name, answer) for name in signs.names]
+        data["profiles"] = [
+            {"module": p.name, "vendors": p.vendors, "interfaces": list(p.interfaces), "trust": p.trust,
+             "listener": p.listener}
+            for p in profiles
+        ]  # fmt: skip
+        details = tuple(
+            line
+            for p in profiles
+            for line in (
+                f"{p.name}: {p.vendors}; interfaces: {', '.join(p.interfaces)}",
+                f"  what realip can check: {p.trust}",
+                f"  listen on {p.listener}",
+            )
+        )
+    else:
+        details = ()
     if status is TOAStatus.NO_MODULE:
         if signs.present:
+            names = ", ".join(signs.names) or "toa"
+            consequence = (
+                "IPv6 clients come through its option 249 instead (V6VTOA), which realip reads"
+                if "vtoa" in signs.names
+                else "NAT64 clients will appear as the load balancer"
+            )
             return Finding(
                 "toa_probe",
                 "warn",
-                "live probe: a module named toa is loaded but does not answer the NAT64 lookup "
-                "(getsockopt IPPROTO_IP 4096: ENOPROTOOPT); NAT64 clients will appear as the load balancer",
-                "it is probably an IPv4-only TOA build (IPv4 TOA still works: it rewrites getpeername()); "
-                "for NAT64 use a build with the lookup (huaweicloud/elb-toa, dpvs kmod/toa); "
+                f"live probe: a module named {names} is loaded but does not answer the NAT64 lookup "
+                f"(getsockopt IPPROTO_IP 4096: ENOPROTOOPT); {consequence}",
+                "it rewrites getpeername() instead (an IPv4 TOA build: Huawei elb-toa master, UCloud, LVS FULLNAT; "
+                "or Alibaba vtoa), which realip checks against the kernel's TCP table; for NAT64 to an AF_INET "
+                "listener use a build with the lookup (huaweicloud/elb-toa branch IPv6, dpvs kmod/toa); "
                 "see docs/toa-module.md#other-vendors-modules",
                 data,
+                details,
             )
         return Finding(
             "toa_probe",
@@ -164,7 +396,7 @@ def toa_probe_finding(answer: TOAAnswer | None, signs: ModuleSigns, *, setup_err
         summary = "live probe: module loaded and answering (this loopback connection carried no option, as expected)"
         if not signs.present:
             summary += "; no /sys/module/toa here (a container, or an emulator)"
-        return Finding("toa_probe", "ok", summary, "", data)
+        return Finding("toa_probe", "ok", summary, "", data, details)
     if status is TOAStatus.NONE:  # EFAULT: the module claims to have rewritten getpeername() of a loopback connection
         return Finding(
             "toa_probe",

@@ -1,11 +1,15 @@
 /*
- * toa_emu: an LD_PRELOAD stand-in for the TOA kernel module, for tests only.
+ * toa_emu: an LD_PRELOAD stand-in for the TOA kernel modules, for tests only.
  *
- * It answers getsockopt(fd, IPPROTO_IP, 4096, ...) and rewrites the peer
- * address that getpeername(), accept() and accept4() report, exactly as the
- * table in docs/toa-module.md says the real module does. Other calls pass through.
- * (The real module hooks the kernel's getname operation, which accept() also
- * uses to fill in its address, so the emulator wraps all three.)
+ * It answers getsockopt(fd, IPPROTO_IP, 4096, ...) (the NAT64 lookup) and
+ * Alibaba vtoa's getsockopt(fd, IPPROTO_IP, 1345..1347, ...) (the virtual
+ * server), and rewrites the peer address that getpeername(), accept() and
+ * accept4() report, exactly as docs/toa-module.md and docs/vendors/index.md say
+ * the real modules do. Other calls pass through. (The real modules hook the
+ * kernel's getname operation, which accept() also uses to fill in its address,
+ * so the emulator wraps all three.) What the kernel's own TCP table says
+ * (sock_diag, /proc/net/tcp) is left alone, as the modules leave it: it keeps
+ * showing the real (loopback) peer.
  *
  * Configuration, read once at the first wrapped call (pthread_once):
  *
@@ -13,18 +17,34 @@
  *                          IP as the real getpeername() reports it, IPv4-mapped
  *                          addresses written as dotted IPv4, or "*" for every
  *                          other client. VALUE is one of
- *                            nat64:[IPv6]:PORT   a NAT64 option
+ *                            nat64:[IPv6]:PORT   a NAT64 option (254/20 or 253/20)
  *                            v4toa:[IPv4]:PORT   an IPv4 TOA option (254/8)
+ *                            toa200:[IPv4]:PORT  Tencent's and UCloud's IPv4 option (200/8)
+ *                            v6vtoa:[IPv6]:PORT  Alibaba's V6VTOA option (249/40)
  *                            errno:N             the lookup fails with errno N
  *                            badlen:N            the lookup "succeeds" with N < 20
  *                                                bytes (a module we do not know)
  *                            none                no option (the default)
  *                            nomodule            ("*" only) no module on the host
- *   TOA_EMU_MODULE  "absent": no module on the host (rules are ignored);
- *                          "present" or unset: loaded.
- *   TOA_EMU_LOG     file to which every IPPROTO_IP/4096 call appends
- *                          one line "pid fd peer result" (peer "-" when not
- *                          known, result 0 or the errno), in a single write.
+ *                          optionally followed by "+vs:VID:[VIP]:VPORT": the
+ *                          connection also carried Alibaba's virtual server
+ *                          (VPC id, VIP, port: option 252/20 or 250/8 for an
+ *                          IPv4 VIP; for v6vtoa, the IPv6 VIP of option 249).
+ *   TOA_EMU_MODULE  which module is loaded, as observed in the lab:
+ *                          "present" or unset  one with the lookup (Huawei IPv6
+ *                                              build, dpvs): 254/8, NAT64
+ *                          "rewriting"         one that only rewrites the peer
+ *                                              (UCloud; Huawei master): 254/8
+ *                                              and 200/8, the lookup ENOPROTOOPT
+ *                          "vtoa"              Alibaba vtoa: 254/8, NAT64 on
+ *                                              AF_INET6 only, 249, 1345..1347,
+ *                                              the lookup ENOPROTOOPT
+ *                          "absent"            none: rules are ignored.
+ *   TOA_EMU_LOG     file to which every IPPROTO_IP/4096 and 1345..1347 call
+ *                          appends one line "pid fd peer result call" (peer "-"
+ *                          when not known, result 0 or the errno, call the
+ *                          optname), and every sock_diag request one line with
+ *                          call "diag", each in a single write.
  *
  * A configuration error aborts the process with a message: a test must never
  * run against rules other than the ones it wrote.
@@ -45,20 +65,34 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <linux/netlink.h>
 
 enum {
     TOA_SO_GET_LOOKUP = 4096, /* level IPPROTO_IP */
     TOA_PEER_SIZE = 20,       /* sizeof(struct toa_nat64_peer) on Linux */
+    VTOA_SO_GET_VS = 1345,    /* Alibaba vtoa, level IPPROTO_IP: struct vtoa_get_vs, 12 bytes */
+    VTOA_SO_GET_VS4RDS = 1346, /* struct vtoa_get_vs4rds + one vtoa_vs: exactly 32 bytes */
+    HYBRID_VTOA_SO_GET_VS = 1347, /* struct v6vtoa_get_vs, 24 bytes */
+    VTOA_VS_SIZE = 12,
+    VTOA_VS4RDS_SIZE = 32,
+    V6VTOA_VS_SIZE = 24,
     MAX_RULES = 64,
 };
 
-enum action_kind { ACT_NONE, ACT_NAT64, ACT_V4TOA, ACT_ERRNO, ACT_BADLEN };
+enum module_kind { MOD_ABSENT, MOD_LOOKUP, MOD_REWRITING, MOD_VTOA };
+
+enum action_kind { ACT_NONE, ACT_NAT64, ACT_V4TOA, ACT_TOA200, ACT_V6VTOA, ACT_ERRNO, ACT_BADLEN };
 
 struct action {
     enum action_kind kind;
     int value;              /* the errno (ACT_ERRNO) or length (ACT_BADLEN) */
-    unsigned char addr[16]; /* NAT64: the IPv6 address; V4TOA: first 4 bytes */
+    unsigned char addr[16]; /* NAT64, V6VTOA: the IPv6 address; V4TOA, TOA200: first 4 bytes */
     uint16_t port;          /* host order */
+    int has_vs;             /* "+vs:...": a virtual server came too */
+    int vs_family;          /* AF_INET or AF_INET6 */
+    uint32_t vs_vid;        /* host order */
+    unsigned char vs_vip[16];
+    uint16_t vs_port;       /* host order */
 };
 
 /* A client address, normalised: IPv4 and IPv4-mapped IPv6 are both AF_INET. */
@@ -73,7 +107,7 @@ struct rule {
 };
 
 static struct {
-    int module_loaded;
+    enum module_kind module;
     int nrules;
     struct rule rules[MAX_RULES];
     int has_default;
@@ -85,6 +119,7 @@ static int (*real_getsockopt)(int, int, int, void *, socklen_t *);
 static int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+static ssize_t (*real_sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
@@ -175,10 +210,44 @@ static void parse_endpoint(char *text, int family, struct action *action)
     action->port = (uint16_t)parse_number(colon + 1, 0, 65535, "a port");
 }
 
+/* "VID:[VIP]:VPORT" after "+vs:" into the action's virtual server. */
+static void parse_virtual_server(char *text, struct action *out)
+{
+    char *colon = strchr(text, ':');
+    struct action endpoint;
+    if (colon == NULL)
+        die("'+vs:%s' must be +vs:VID:[VIP]:VPORT", text);
+    *colon = '\0';
+    out->vs_vid = (uint32_t)parse_number(text, 0, 0xFFFFFF, "a VPC id");
+    memset(&endpoint, 0, sizeof(endpoint));
+    /* An IPv6 VIP is written in brackets with colons inside; try IPv4 first. */
+    {
+        char copy[128];
+        if (strlen(colon + 1) >= sizeof(copy))
+            die("'+vs:' value too long");
+        strcpy(copy, colon + 1);
+        if (strchr(copy, '.') != NULL) {
+            parse_endpoint(copy, AF_INET, &endpoint);
+            out->vs_family = AF_INET;
+        } else {
+            parse_endpoint(copy, AF_INET6, &endpoint);
+            out->vs_family = AF_INET6;
+        }
+    }
+    memcpy(out->vs_vip, endpoint.addr, 16);
+    out->vs_port = endpoint.port;
+    out->has_vs = 1;
+}
+
 /* Returns 0 for "nomodule" (valid for "*" only), 1 otherwise. */
 static int parse_action(char *text, int is_default, struct action *out)
 {
+    char *vs = strstr(text, "+vs:");
     memset(out, 0, sizeof(*out));
+    if (vs != NULL) {
+        *vs = '\0';
+        parse_virtual_server(vs + 4, out);
+    }
     if (strcmp(text, "none") == 0) {
         out->kind = ACT_NONE;
     } else if (strcmp(text, "nomodule") == 0) {
@@ -191,6 +260,12 @@ static int parse_action(char *text, int is_default, struct action *out)
     } else if (strncmp(text, "v4toa:", 6) == 0) {
         out->kind = ACT_V4TOA;
         parse_endpoint(text + 6, AF_INET, out);
+    } else if (strncmp(text, "toa200:", 7) == 0) {
+        out->kind = ACT_TOA200;
+        parse_endpoint(text + 7, AF_INET, out);
+    } else if (strncmp(text, "v6vtoa:", 7) == 0) {
+        out->kind = ACT_V6VTOA;
+        parse_endpoint(text + 7, AF_INET6, out);
     } else if (strncmp(text, "errno:", 6) == 0) {
         out->kind = ACT_ERRNO;
         out->value = (int)parse_number(text + 6, 1, 4095, "an errno");
@@ -198,8 +273,10 @@ static int parse_action(char *text, int is_default, struct action *out)
         out->kind = ACT_BADLEN;
         out->value = (int)parse_number(text + 7, 0, TOA_PEER_SIZE - 1, "a bad length");
     } else {
-        die("unknown rule value '%s' (nat64:, v4toa:, errno:, badlen:, none, nomodule)", text);
+        die("unknown rule value '%s' (nat64:, v4toa:, toa200:, v6vtoa:, errno:, badlen:, none, nomodule)", text);
     }
+    if (out->has_vs && (out->vs_family == AF_INET6) != (out->kind == ACT_V6VTOA))
+        die("'+vs:' takes an IPv6 VIP after v6vtoa: only, and an IPv4 VIP after anything else");
     return 1;
 }
 
@@ -233,7 +310,7 @@ static void parse_rules(const char *env)
                 die("two rules for '*'");
             cfg.has_default = 1;
             if (!parse_action(value, 1, &cfg.default_action))
-                cfg.module_loaded = 0;
+                cfg.module = MOD_ABSENT;
         } else {
             struct rule *rule;
             int i;
@@ -268,17 +345,22 @@ static void init(void)
     real_getpeername = need_symbol("getpeername");
     real_accept = need_symbol("accept");
     real_accept4 = need_symbol("accept4");
+    real_sendto = need_symbol("sendto");
 
-    cfg.module_loaded = 1;
-    cfg.default_action.kind = ACT_NONE;
-    if (rules != NULL)
-        parse_rules(rules);
+    cfg.module = MOD_LOOKUP;
     if (module != NULL && *module != '\0') {
         if (strcmp(module, "absent") == 0)
-            cfg.module_loaded = 0;
+            cfg.module = MOD_ABSENT;
+        else if (strcmp(module, "rewriting") == 0)
+            cfg.module = MOD_REWRITING;
+        else if (strcmp(module, "vtoa") == 0)
+            cfg.module = MOD_VTOA;
         else if (strcmp(module, "present") != 0)
-            die("TOA_EMU_MODULE must be 'present' or 'absent', not '%s'", module);
+            die("TOA_EMU_MODULE must be 'present', 'rewriting', 'vtoa' or 'absent', not '%s'", module);
     }
+    cfg.default_action.kind = ACT_NONE;
+    if (rules != NULL)
+        parse_rules(rules); /* after the module: '*=nomodule' overrides it */
     if (log != NULL) {
         if (strlen(log) >= sizeof(cfg.log_path))
             die("TOA_EMU_LOG is too long");
@@ -312,14 +394,14 @@ static int is_tcp(int fd)
     return real_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
 }
 
-static void log_lookup(int fd, const char *peer, int result)
+static void log_call(int fd, const char *peer, int result, const char *call)
 {
-    char line[128];
+    char line[160];
     int n, log_fd;
 
     if (cfg.log_path[0] == '\0')
         return;
-    n = snprintf(line, sizeof(line), "%ld %d %s %d\n", (long)getpid(), fd, peer, result);
+    n = snprintf(line, sizeof(line), "%ld %d %s %d %s\n", (long)getpid(), fd, peer, result, call);
     /* Opened per call, O_APPEND, one write: lines from threads and forked
      * workers never interleave, and no descriptor leaks into the app. */
     log_fd = open(cfg.log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -359,8 +441,8 @@ static int emulate_lookup(int fd, void *optval, socklen_t *optlen, char *peer, s
         inet_ntop(client.family, client.addr, peer, (socklen_t)peer_size);
     }
 
-    if (!cfg.module_loaded)
-        return ENOPROTOOPT;
+    if (cfg.module != MOD_LOOKUP)
+        return ENOPROTOOPT; /* no module, or one without the lookup */
     if (optlen == NULL)
         return EFAULT; /* the kernel cannot read the length */
     if (optval == NULL || *optlen < TOA_PEER_SIZE)
@@ -373,6 +455,8 @@ static int emulate_lookup(int fd, void *optval, socklen_t *optlen, char *peer, s
     action = action_for(&client);
     switch (action->kind) {
     case ACT_NONE:
+    case ACT_TOA200: /* options this module does not parse */
+    case ACT_V6VTOA:
         return EINVAL;
     case ACT_ERRNO:
         return action->value;
@@ -395,10 +479,32 @@ static int emulate_lookup(int fd, void *optval, socklen_t *optlen, char *peer, s
     return EINVAL;
 }
 
+/* Which client address the loaded module writes into the peer name of a socket
+ * of this family for this action: 4 (IPv4), 6 (IPv6), or 0 (the peer is left alone). */
+static int rewritten_as(const struct action *action, int family)
+{
+    switch (cfg.module) {
+    case MOD_LOOKUP: /* Huawei IPv6 build, dpvs */
+        if (action->kind == ACT_V4TOA)
+            return 4;
+        return action->kind == ACT_NAT64 && family == AF_INET6 ? 6 : 0;
+    case MOD_REWRITING: /* UCloud (Huawei master: the same on AF_INET) */
+        return action->kind == ACT_V4TOA || action->kind == ACT_TOA200 ? 4 : 0;
+    case MOD_VTOA:
+        if (action->kind == ACT_V4TOA)
+            return 4;
+        if (action->kind == ACT_V6VTOA)
+            return 6; /* on an AF_INET socket too: a sockaddr_in6 of 28 bytes */
+        return action->kind == ACT_NAT64 && family == AF_INET6 ? 6 : 0;
+    case MOD_ABSENT:
+        break;
+    }
+    return 0;
+}
+
 /*
- * The module's getname hook: on a TCP socket whose client has a v4toa rule,
- * or a nat64 rule on an AF_INET6 socket, report the option's address.
- * Returns 1 and rewrites *ss / *ss_len when it applies.
+ * The module's getname hook: report the option's address in place of the real
+ * peer, as rewritten_as() says. Returns 1 and rewrites *ss / *ss_len when it applies.
  */
 static int rewrite_peer(int fd, struct sockaddr_storage *ss, socklen_t *ss_len)
 {
@@ -406,22 +512,25 @@ static int rewrite_peer(int fd, struct sockaddr_storage *ss, socklen_t *ss_len)
     const struct action *action;
     struct sockaddr_in *sin = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    int as;
 
-    if (!cfg.module_loaded || (ss->ss_family != AF_INET && ss->ss_family != AF_INET6) || !is_tcp(fd))
+    if (cfg.module == MOD_ABSENT || (ss->ss_family != AF_INET && ss->ss_family != AF_INET6) || !is_tcp(fd))
         return 0;
     client_of(ss, &client);
     action = action_for(&client);
-    if (action->kind == ACT_V4TOA && ss->ss_family == AF_INET) {
+    as = rewritten_as(action, ss->ss_family);
+    if (as == 4 && ss->ss_family == AF_INET) {
         memcpy(&sin->sin_addr, action->addr, 4);
         sin->sin_port = htons(action->port);
         return 1;
     }
-    if (action->kind == ACT_V4TOA || (action->kind == ACT_NAT64 && ss->ss_family == AF_INET6)) {
-        /* An AF_INET6 socket reports an IPv4 TOA client IPv4-mapped. */
+    if (as != 0) {
+        /* An AF_INET6 socket reports an IPv4 client IPv4-mapped; vtoa's V6VTOA makes an
+         * AF_INET socket report an AF_INET6 address too (28 bytes, not 16). */
         memset(sin6, 0, sizeof(*sin6));
         sin6->sin6_family = AF_INET6;
         sin6->sin6_port = htons(action->port);
-        if (action->kind == ACT_V4TOA) {
+        if (as == 4) {
             sin6->sin6_addr.s6_addr[10] = 0xff;
             sin6->sin6_addr.s6_addr[11] = 0xff;
             memcpy(&sin6->sin6_addr.s6_addr[12], action->addr, 4);
@@ -431,6 +540,70 @@ static int rewrite_peer(int fd, struct sockaddr_storage *ss, socklen_t *ss_len)
         *ss_len = sizeof(*sin6);
         return 1;
     }
+    return 0;
+}
+
+/*
+ * Alibaba vtoa's virtual-server calls (do_vtoa_get_ctl): check the buffer, then
+ * what the connection carried. 1345 and 1346 answer for an IPv4 VIP (the vid in
+ * network order, as the option carried it), 1347 for a V6VTOA option only (as
+ * observed in the lab: vid in host order, the IPv6 VIP, AF_INET6, port 0);
+ * everything else, a listening socket included, gets ESRCH.
+ */
+static int emulate_virtual_server(int fd, int optname, void *optval, socklen_t *optlen, char *peer,
+                                  size_t peer_size)
+{
+    struct sockaddr_storage ss;
+    socklen_t ss_len = sizeof(ss);
+    struct client client;
+    const struct action *action;
+    unsigned char answer[V6VTOA_VS_SIZE];
+    uint32_t vid_be;
+    uint16_t port_be;
+    uint16_t family16;
+    socklen_t need = optname == VTOA_SO_GET_VS       ? VTOA_VS_SIZE
+                     : optname == VTOA_SO_GET_VS4RDS ? VTOA_VS4RDS_SIZE
+                                                     : V6VTOA_VS_SIZE;
+
+    if (real_getpeername(fd, (struct sockaddr *)&ss, &ss_len) == 0) {
+        client_of(&ss, &client);
+        inet_ntop(client.family, client.addr, peer, (socklen_t)peer_size);
+    } else {
+        ss.ss_family = AF_UNSPEC;
+    }
+    if (cfg.module != MOD_VTOA)
+        return ENOPROTOOPT;
+    if (optlen == NULL || optval == NULL)
+        return EFAULT;
+    if (*optlen < need || (optname == VTOA_SO_GET_VS4RDS && *optlen != need))
+        return EINVAL;
+    if (ss.ss_family == AF_UNSPEC || !is_tcp(fd))
+        return ESRCH;
+    action = action_for(&client);
+    memset(answer, 0, sizeof(answer));
+    if (optname == HYBRID_VTOA_SO_GET_VS) {
+        if (action->kind != ACT_V6VTOA)
+            return ESRCH;
+        {
+            uint32_t vid = action->has_vs ? action->vs_vid : 0xFFFFFF;
+            memcpy(answer, &vid, 4);
+        }
+        if (action->has_vs)
+            memcpy(answer + 4, action->vs_vip, 16);
+        family16 = AF_INET6;
+        memcpy(answer + 20, &family16, 2); /* port 0 */
+        memcpy(optval, answer, V6VTOA_VS_SIZE);
+        return 0;
+    }
+    if (!action->has_vs || action->vs_family != AF_INET)
+        return ESRCH;
+    vid_be = htonl(action->vs_vid);
+    port_be = htons(action->vs_port);
+    memcpy(answer, &vid_be, 4);
+    memcpy(answer + 4, action->vs_vip, 4);
+    memcpy(answer + 8, &port_be, 2);
+    /* 1346 writes only its one entry, after the 20-byte header the caller filled. */
+    memcpy((unsigned char *)optval + (optname == VTOA_SO_GET_VS4RDS ? 20 : 0), answer, VTOA_VS_SIZE);
     return 0;
 }
 
@@ -456,18 +629,39 @@ static void rewrite_reported_peer(int fd, struct sockaddr *addr, socklen_t *len,
 int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
 {
     char peer[INET6_ADDRSTRLEN] = "-";
+    char call[16];
     int result;
 
     pthread_once(&init_once, init);
-    if (level != IPPROTO_IP || optname != TOA_SO_GET_LOOKUP)
+    if (level != IPPROTO_IP ||
+        (optname != TOA_SO_GET_LOOKUP && (optname < VTOA_SO_GET_VS || optname > HYBRID_VTOA_SO_GET_VS)))
         return real_getsockopt(fd, level, optname, optval, optlen);
-    result = emulate_lookup(fd, optval, optlen, peer, sizeof(peer));
-    log_lookup(fd, peer, result);
+    if (optname == TOA_SO_GET_LOOKUP)
+        result = emulate_lookup(fd, optval, optlen, peer, sizeof(peer));
+    else
+        result = emulate_virtual_server(fd, optname, optval, optlen, peer, sizeof(peer));
+    snprintf(call, sizeof(call), "%d", optname);
+    log_call(fd, peer, result, call);
     if (result != 0) {
         errno = result;
         return -1;
     }
     return 0;
+}
+
+/* Log each sock_diag request (a read of the kernel's TCP table); pass everything through. */
+ssize_t sendto(int fd, const void *buf, size_t n, int flags, __CONST_SOCKADDR_ARG addr, socklen_t addr_len)
+{
+    int domain = 0, protocol = 0;
+    socklen_t len = sizeof(domain);
+
+    pthread_once(&init_once, init);
+    if (real_getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_NETLINK) {
+        len = sizeof(protocol);
+        if (real_getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 && protocol == NETLINK_SOCK_DIAG)
+            log_call(fd, "-", 0, "diag");
+    }
+    return real_sendto(fd, buf, n, flags, addr.__sockaddr__, addr_len);
 }
 
 int getpeername(int fd, __SOCKADDR_ARG addr, socklen_t *__restrict len)
