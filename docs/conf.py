@@ -49,7 +49,7 @@ nitpicky = True
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(ipaddress|socket|asyncio|collections\.abc|typing|logging|errno|enum|dataclasses|weakref|pathlib|datetime|argparse|urllib|os|importlib)(\..*)?",
+        r"(ipaddress|socket|asyncio|collections\.abc|typing|logging|errno|enum|dataclasses|weakref|pathlib|datetime|argparse|urllib|os|importlib|contextvars)(\..*)?",
     ),
     (
         r"py:(class|obj)",

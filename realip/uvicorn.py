@@ -41,6 +41,8 @@ from ._log import Once, RateLimitedLog
 from .address import IPNetwork
 from .config import connection_options_from_env
 from .connection import CONNECTION_GONE, DEFAULT_TOA_PEERS, ConnectionResolver
+from .errors import ConfigError
+from .metrics import METRICS
 from .proxy_protocol import ProxyProtocolError, ProxyProtocolReader
 from .result import Resolution
 
@@ -155,7 +157,7 @@ class _HTTPMixin(_ConnectionMixin):
     def ws_protocol_class(self, value: type[asyncio.Protocol] | None) -> None:
         self._realip_ws_class = _with_connection_answer(value)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         _nodelay(transport)
         base = self._realip_resolve(transport)
@@ -167,6 +169,9 @@ class _HTTPMixin(_ConnectionMixin):
         resolver = self._realip_resolver()
         expects = resolver.expects_proxy_header(base)
         if expects is None:
+            recorder = METRICS.recorder
+            if recorder is not None:
+                recorder.proxy_refused("peer-not-allowed")
             _errors.warning("connection closed: peer may not send a PROXY header", str(self.client and self.client[0]))
             transport.close()
             return
@@ -188,12 +193,15 @@ class _HTTPMixin(_ConnectionMixin):
         try:
             header = reader.feed(data)
         except ProxyProtocolError as exc:
-            self._realip_abort(transport, "malformed PROXY header", str(exc))
+            self._realip_abort(transport, "malformed PROXY header", str(exc), "malformed")
             return
         if header is None:
             return  # need more: the deadline is still running
         self._realip_reader = None
         self._realip_cancel_deadline()
+        recorder = METRICS.recorder
+        if recorder is not None:
+            recorder.proxy_accepted()
         self._realip_apply(transport, self._realip_resolver().from_proxy_header(header, self._realip_base))
         rest = reader.rest
         if rest:
@@ -201,10 +209,15 @@ class _HTTPMixin(_ConnectionMixin):
 
     def _realip_too_slow(self, transport: asyncio.BaseTransport) -> None:
         if self._realip_reader is not None:
-            self._realip_abort(transport, "PROXY header not complete in time", str(self.client and self.client[0]))
+            self._realip_abort(
+                transport, "PROXY header not complete in time", str(self.client and self.client[0]), "timeout"
+            )
 
-    def _realip_abort(self, transport: asyncio.BaseTransport, reason: str, detail: str) -> None:
+    def _realip_abort(self, transport: asyncio.BaseTransport, reason: str, detail: str, metric: str) -> None:
         # Nothing of this connection reaches the application.
+        recorder = METRICS.recorder
+        if recorder is not None:
+            recorder.proxy_refused(metric)
         self._realip_reader = None
         self._realip_cancel_deadline()
         _errors.warning(f"connection closed: {reason}", detail)
@@ -224,7 +237,7 @@ class _WebSocketMixin(_ConnectionMixin):
     #: The answer of the HTTP connection this WebSocket was upgraded from.
     _realip_inherited: Resolution | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         resolution = self._realip_inherited
         if resolution is None:  # not upgraded from realip's HTTP protocol: ask for itself
@@ -369,8 +382,6 @@ def protocols(
     resolver = ConnectionResolver(toa=toa, toa_peers=toa_peers, **proxy_protocol)
     bases = {"auto": AutoHTTPProtocol, "h11": H11Protocol, "httptools": AutoHTTPProtocol}
     if http not in bases:
-        from .errors import ConfigError
-
         raise ConfigError("http", http, "expected 'auto', 'h11' or 'httptools'")
     http_class = type(bases[http].__name__, (bases[http],), {"realip": resolver, "__module__": __name__})
     ws_base = _auto_ws_class()
