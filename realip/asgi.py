@@ -17,6 +17,7 @@ from ._log import Once
 from .address import is_local
 from .config import Settings
 from .core import Resolver
+from .downstream import rewrite_asgi
 from .forwarding import FORWARDING_HEADERS, MAX_HEADER_LENGTH
 from .logcontext import bind, unbind
 from .memory import PeerFacts
@@ -63,7 +64,13 @@ class RealIPMiddleware:
     the reason is in ``Resolution.error`` and the log (rate-limited).
 
     ``forwarded_proto`` / ``forwarded_host`` (off by default) also take the
-    scheme (``ws``/``wss`` for WebSockets) and host from a trusted proxy.
+    scheme (``ws``/``wss`` for WebSockets) and host from a trusted proxy;
+    ``forwarded_port`` / ``forwarded_prefix`` (off by default) its
+    ``X-Forwarded-Port`` (into ``scope["server"]`` and the ``Host`` header) and
+    ``X-Forwarded-Prefix`` (in front of ``root_path`` and ``path``), with every
+    strategy. ``strategy="cloudflare"`` (``"cloudfront"``, ``"fastly"``) reads
+    the CDN's own client header from the CDN's addresses, which it trusts itself
+    (:class:`~realip.strategies.CDNHeader`).
     ``trust_unix_socket_peers`` trusts a proxy on a Unix socket;
     ``trust_all_peers_unsafe`` reads headers from *any* peer: only for a
     server nothing but the proxy can reach.
@@ -90,16 +97,24 @@ class RealIPMiddleware:
         self._header = header.encode("latin-1") if header is not None else None
         self._proto = b"x-forwarded-proto" if settings.forwarded_proto and header != "forwarded" else None
         self._host = b"x-forwarded-host" if settings.forwarded_host and header != "forwarded" else None
+        # Forwarded (RFC 7239) has no port or prefix: these two are read with every strategy.
+        self._port = b"x-forwarded-port" if settings.forwarded_port else None
+        self._prefix = b"x-forwarded-prefix" if settings.forwarded_prefix else None
+        #: A CDN strategy's own header (cf-connecting-ip...), read for it alone.
+        client_header = resolver.client_header
+        self._client_header = client_header.encode("latin-1") if client_header is not None else None
         #: Only the one header is read and nothing but the client comes from it: the
         #: keep-alive case can be answered from the peer's memo.
-        self._plain = header is not None and not settings.forwarded_proto and not settings.forwarded_host
+        extras = (settings.forwarded_proto, settings.forwarded_host, settings.forwarded_port, settings.forwarded_prefix)
+        self._plain = header is not None and client_header is None and not any(extras)
         #: What is removed from an untrusted peer's request: every forwarding header,
         #: and its underscore spelling (which some servers and proxies fold into it).
-        names = {*FORWARDING_HEADERS, *([header] if header is not None else [])}
+        names = {*FORWARDING_HEADERS, *(name for name in (header, client_header) if name is not None)}
         self._strip_names = frozenset(
             spelling.encode("latin-1") for name in names for spelling in (name, name.replace("-", "_"))
         )
         self._once = Once()
+        self._downstream = settings.downstream_headers
         self._notice_pending = settings.toa  # say once that TOA needs the server integration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,6 +149,8 @@ class RealIPMiddleware:
             scope["extensions"] = {"realip": resolution}
         else:
             extensions["realip"] = resolution
+        if self._downstream:  # the headers libraries read hold only what was believed
+            rewrite_asgi(scope, resolution, self._resolver.header)
         recorder = METRICS.recorder
         if recorder is not None:
             recorder.answer(resolution.source)
@@ -174,14 +191,19 @@ class RealIPMiddleware:
         return resolution
 
     def _read_all(self, scope: Scope, facts: PeerFacts) -> Resolution | None:
-        """A trusted proxy's header, with the scheme and host it sends; ``None``: reject."""
+        """A trusted proxy's header, with what else it sends (scheme, host, port, prefix,
+        a CDN's own header); ``None``: reject."""
         headers = scope["headers"]
         resolver = self._resolver
+        client = _header_text(headers, self._client_header) if self._client_header else ""
         resolution = resolver.read(
             facts,
             _header_text(headers, self._header),  # type: ignore[arg-type]
             _header_text(headers, self._proto) if self._proto else None,
             _header_text(headers, self._host) if self._host else None,
+            port=_header_text(headers, self._port) if self._port else None,
+            prefix=_header_text(headers, self._prefix) if self._prefix else None,
+            client=client,
         )
         if resolution.error is not None:
             recorder = METRICS.recorder
@@ -190,12 +212,23 @@ class RealIPMiddleware:
             if resolver.reject:
                 scope.setdefault("extensions", {})["realip"] = resolution
                 return None
+        if client and resolution.source != resolver.client_header and self.settings.strip_untrusted_headers:
+            # The CDN's header, not believed (it did not come from the CDN): the app never sees it.
+            name = self._client_header
+            headers = scope["headers"] = [(k, v) for k, v in headers if k != name]
         if resolution.scheme is not None:
             scheme = resolution.scheme
             scope["scheme"] = _WEBSOCKET_SCHEMES.get(scheme, scheme) if scope["type"] == "websocket" else scheme
-        if resolution.host is not None:
-            value = resolution.host.encode("latin-1")
-            scope["headers"] = [(k, value if k == b"host" else v) for k, v in headers]
+        port = resolution.server_port
+        if resolution.host is not None or port is not None:
+            _set_host(scope, headers, resolution.host, port)
+        if resolution.prefix is not None:  # as uvicorn's --root-path: in root_path, and in front of path
+            prefix = resolution.prefix
+            scope["root_path"] = prefix + scope.get("root_path", "")
+            scope["path"] = prefix + scope.get("path", "")
+            raw_path = scope.get("raw_path")
+            if raw_path is not None:
+                scope["raw_path"] = prefix.encode("ascii") + raw_path
         return resolution
 
     def _strip(self, scope: Scope, headers: Any, resolution: Resolution) -> None:
@@ -260,6 +293,31 @@ class RealIPMiddleware:
             "realip.uvicorn:AutoWebSocketsProtocol), gunicorn -k realip.gunicorn.ASGIWorker or -k "
             "realip.gunicorn.UvicornWorker, python -m realip.hypercorn, python -m realip.daphne (docs/servers.md)",
         )
+
+
+#: The port a URL leaves out, per scheme.
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _set_host(scope: Scope, headers: list[tuple[bytes, bytes]], host: str | None, port: int | None) -> None:
+    """A trusted proxy's host and port, where servers keep them: the ``Host`` header
+    (the port replaced, or left out when it is the scheme's default) and, for the
+    port, ``scope["server"]``. A request without a ``Host`` header gets none."""
+    if port is not None:
+        server = scope.get("server")
+        if server is not None and len(server) == 2 and server[1] is not None:
+            scope["server"] = (server[0], port)
+    if host is None:
+        host = next((v.decode("latin-1") for k, v in headers if k == b"host"), None)
+        if host is None:
+            return
+    if port is not None:
+        if ":" in host and not host.endswith("]"):  # drop the port it had ("]": IPv6 without one)
+            host = host.rpartition(":")[0]
+        if port != _DEFAULT_PORTS.get(scope.get("scheme", "")):
+            host = f"{host}:{port}"
+    value = host.encode("latin-1")
+    scope["headers"] = [(k, value if k == b"host" else v) for k, v in headers]
 
 
 def _header_text(headers: list[tuple[bytes, bytes]], name: bytes) -> str:

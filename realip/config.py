@@ -10,10 +10,15 @@ variable                              option
 ``REALIP_TRUSTED_PROXIES``            ``trusted_proxies`` (comma-separated)
 ``REALIP_STRATEGY``                   ``strategy`` (``x-forwarded-for``,
                                       ``forwarded``, ``x-forwarded-for:2``,
-                                      ``x-real-ip``, ``single:<header>``, ...)
+                                      ``x-real-ip``, ``single:<header>``,
+                                      ``cloudflare``, ``cloudfront``,
+                                      ``fastly``, ...)
 ``REALIP_ON_FAILURE``                 ``on_failure`` (``keep`` / ``reject``)
 ``REALIP_FORWARDED_PROTO``            ``forwarded_proto`` (on/off)
 ``REALIP_FORWARDED_HOST``             ``forwarded_host`` (on/off)
+``REALIP_FORWARDED_PORT``             ``forwarded_port`` (on/off)
+``REALIP_FORWARDED_PREFIX``           ``forwarded_prefix`` (on/off)
+``REALIP_DOWNSTREAM_HEADERS``         ``downstream_headers`` (on/off)
 ``REALIP_STRIP_UNTRUSTED_HEADERS``    ``strip_untrusted_headers`` (on/off)
 ``REALIP_TRUST_UNIX_SOCKET_PEERS``    ``trust_unix_socket_peers`` (on/off)
 ``REALIP_TRUST_ALL_PEERS_UNSAFE``     ``trust_all_peers_unsafe`` (on/off)
@@ -57,6 +62,9 @@ ENVIRONMENT_VARIABLES: Final = (
     "REALIP_ON_FAILURE",
     "REALIP_FORWARDED_PROTO",
     "REALIP_FORWARDED_HOST",
+    "REALIP_FORWARDED_PORT",
+    "REALIP_FORWARDED_PREFIX",
+    "REALIP_DOWNSTREAM_HEADERS",
     "REALIP_STRIP_UNTRUSTED_HEADERS",
     "REALIP_TRUST_UNIX_SOCKET_PEERS",
     "REALIP_TRUST_ALL_PEERS_UNSAFE",
@@ -148,6 +156,9 @@ def _networks(value: str, option: str, env: Mapping[str, str] | None = None) -> 
 _BOOL_OPTIONS = (
     "forwarded_proto",
     "forwarded_host",
+    "forwarded_port",
+    "forwarded_prefix",
+    "downstream_headers",
     "strip_untrusted_headers",
     "trust_unix_socket_peers",
     "trust_all_peers_unsafe",
@@ -193,6 +204,9 @@ _DEFAULTS: Final[dict[str, Any]] = {
     "on_failure": "keep",
     "forwarded_proto": False,
     "forwarded_host": False,
+    "forwarded_port": False,
+    "forwarded_prefix": False,
+    "downstream_headers": False,
     "strip_untrusted_headers": True,
     "trust_unix_socket_peers": False,
     "trust_all_peers_unsafe": False,
@@ -214,11 +228,22 @@ class Settings:
     can act in one and be dropped in the other.
     """
 
+    #: The proxies whose headers are read: the ``trusted_proxies`` given, and the
+    #: networks a strategy trusts itself (a CDN strategy's ranges).
     trusted_proxies: TrustedNetworks
     strategy: Strategy | None
     on_failure: Literal["keep", "reject"]
+    #: The scheme from a trusted proxy's ``X-Forwarded-Proto`` (or ``Forwarded proto=``).
     forwarded_proto: bool
+    #: The host from a trusted proxy's ``X-Forwarded-Host`` (or ``Forwarded host=``).
     forwarded_host: bool
+    #: The port the client connected to, from a trusted proxy's ``X-Forwarded-Port``.
+    forwarded_port: bool
+    #: The path prefix, from a trusted proxy's ``X-Forwarded-Prefix``.
+    forwarded_prefix: bool
+    #: Rewrite the forwarding header read (and ``X-Real-IP``) to hold only what was
+    #: believed, for libraries that read it themselves (:mod:`realip.downstream`).
+    downstream_headers: bool
     strip_untrusted_headers: bool
     trust_unix_socket_peers: bool
     trust_all_peers_unsafe: bool
@@ -250,12 +275,19 @@ class Settings:
             toa_filter: TrustedNetworks | Literal[False] | None = False
         else:
             toa_filter = None if given_peers is None else toa_peers
+        strategy = _strategy(merged["strategy"], bool(trusted) or everyone)
+        ranges = getattr(strategy, "ranges", None)
+        if isinstance(ranges, TrustedNetworks):  # a CDN strategy: the CDN may connect directly
+            trusted = TrustedNetworks(trusted.networks + ranges.networks)
         return cls(
             trusted_proxies=trusted,
-            strategy=_strategy(merged["strategy"], bool(trusted) or everyone),
+            strategy=strategy,
             on_failure=_on_failure(merged["on_failure"], "on_failure"),
             forwarded_proto=merged["forwarded_proto"],
             forwarded_host=merged["forwarded_host"],
+            forwarded_port=merged["forwarded_port"],
+            forwarded_prefix=merged["forwarded_prefix"],
+            downstream_headers=merged["downstream_headers"],
             strip_untrusted_headers=merged["strip_untrusted_headers"],
             trust_unix_socket_peers=merged["trust_unix_socket_peers"],
             trust_all_peers_unsafe=everyone,
@@ -274,4 +306,7 @@ def _strategy(strategy: object, trusting: bool) -> Strategy | None:
         return strategy_from_name(strategy, option="strategy")
     if not (isinstance(getattr(strategy, "header", None), str) and callable(getattr(strategy, "decide", None))):
         raise ConfigError("strategy", strategy, "expected a strategy (realip.strategies) or its name")
+    client_header = getattr(strategy, "client_header", None)
+    if client_header is not None and not isinstance(client_header, str):
+        raise ConfigError("strategy", strategy, "its client_header must be a header name (a str)")
     return strategy  # type: ignore[return-value]

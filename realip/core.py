@@ -23,7 +23,8 @@ only if it was seen on the wire, by this kernel or by a trusted load balancer.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from string import ascii_letters, digits
+from typing import Final, Literal, cast
 
 from ._log import RateLimitedLog
 from .address import AddressError, TrustedNetworks, ip_text, parse_ip, parse_ip_text
@@ -31,16 +32,19 @@ from .config import Settings
 from .forwarding import MAX_HEADER_LENGTH, parse_host, snippet
 from .memory import CACHE_SIZE, CACHED_TEXT_LENGTH, HOSTS, BoundedCache, Memory, PeerFacts
 from .result import NO_PEER, UNIX_PEER, Resolution, Source, make_resolution
-from .strategies import Decision, RightmostUntrusted
+from .strategies import MISSING, ClientHeaderStrategy, Decision, RightmostUntrusted
 
 __all__ = [
     "CACHED_VALUE_LENGTH",
     "CACHE_SIZE",
+    "MAX_PREFIX_LENGTH",
     "SCHEMES",
     "BoundedCache",
     "Resolver",
     "cut_header",
+    "path_prefix",
     "peer_resolution",
+    "port_number",
 ]
 
 #: The name this limit had before :mod:`realip.memory` held it.
@@ -51,9 +55,11 @@ CACHED_VALUE_LENGTH: Final = CACHED_TEXT_LENGTH
 SCHEMES: Final = frozenset({"http", "https", "ws", "wss"})
 
 #: What the strategy made of a header, in the texts a Resolution holds:
-#: ``(client, hops, error, proto, host)``; ``client`` is ``None`` when the header
-#: is not used, and ``error`` says why (``None``: no header, the peer is the client).
-Decided = tuple["tuple[str, int] | None", "tuple[str, ...]", "str | None", "str | None", "str | None"]
+#: ``(client, hops, error, proto, host, source)``; ``client`` is ``None`` when the
+#: header is not used, and ``error`` says why (``None``: no header, the peer is the
+#: client); ``source`` is the header that named the client when it is not the
+#: strategy's ``header`` (a CDN's own), else ``None``.
+Decided = tuple["tuple[str, int] | None", "tuple[str, ...]", "str | None", "str | None", "str | None", "str | None"]
 
 
 def cut_header(value: str) -> str:
@@ -74,10 +80,20 @@ class Resolver:
         self.strategy = strategy = settings.strategy
         #: The lower-case header the strategy reads, or ``None`` (headers ignored).
         self.header: str | None = strategy.header if strategy is not None else None
+        client_header = getattr(strategy, "client_header", None)
+        #: The second header a CDN strategy reads (``cf-connecting-ip``...), or ``None``.
+        self.client_header: str | None = client_header if isinstance(client_header, str) else None
+        self._paired = cast(ClientHeaderStrategy, strategy) if self.client_header is not None else None
         self.reject = settings.on_failure == "reject"
         self.memory = Memory()
         self._trusted = settings.trusted_proxies
         self._forwarded = self.header == "forwarded"
+        #: What a header that names the client is called in ``Resolution.source``.
+        self._source: str = self.header or Source.PEER
+        #: Something besides the client comes from a trusted proxy (scheme, host, port, prefix).
+        self._extras = (
+            settings.forwarded_proto or settings.forwarded_host or settings.forwarded_port or settings.forwarded_prefix
+        )
         #: The middleware's own TOA options, when given (see :meth:`admit`).
         self._toa_allowed: TrustedNetworks | Literal[False] | None = settings.toa_filter
         # The built-in walk answers the common header (bare IPv4 entries) in texts,
@@ -183,45 +199,75 @@ class Resolver:
 
     # ----------------------------------------------------------- what a trusted proxy says
 
-    def read(self, facts: PeerFacts, value: str, proto: str | None = None, host: str | None = None) -> Resolution:
+    def read(
+        self,
+        facts: PeerFacts,
+        value: str,
+        proto: str | None = None,
+        host: str | None = None,
+        *,
+        port: str | None = None,
+        prefix: str | None = None,
+        client: str = "",
+    ) -> Resolution:
         """The answer once a trusted proxy's header is read (``facts.read``).
 
         ``value`` is the header text, all instances joined with ``","`` (``""``
-        when absent), cut with :func:`cut_header`; ``proto`` / ``host`` are
-        ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` when those options are on
-        (``Forwarded`` carries its own). A failure is logged (rate-limited).
+        when absent), cut with :func:`cut_header`; ``proto`` / ``host`` /
+        ``port`` / ``prefix`` are ``X-Forwarded-Proto`` / ``-Host`` / ``-Port`` /
+        ``-Prefix`` when those options are on (``Forwarded`` carries its own
+        proto and host, and no port or prefix); ``client`` is the text of the
+        strategy's :attr:`client_header` (a CDN's), cut the same way. A failure
+        is logged (rate-limited).
         """
-        found = self.apply(facts.resolution, value, proto, host)
+        found = self.apply(facts.resolution, value, proto, host, port=port, prefix=prefix, client=client)
         if found.error is not None:
             self._log.warning("forwarding header not believed", found.error)
         return found
 
-    def apply(self, base: Resolution, value: str, proto: str | None = None, host: str | None = None) -> Resolution:
-        """The answer for ``base`` (a trusted proxy's) with this header text: a pure
+    def apply(
+        self,
+        base: Resolution,
+        value: str,
+        proto: str | None = None,
+        host: str | None = None,
+        *,
+        port: str | None = None,
+        prefix: str | None = None,
+        client: str = "",
+    ) -> Resolution:
+        """The answer for ``base`` (a trusted proxy's) with these header texts: a pure
         function of its inputs and the settings. The parsing is remembered per text."""
-        if len(value) <= CACHED_TEXT_LENGTH:  # never hash a long text: it is not kept anyway
-            decided: Decided | None = self.memory.decisions.get(value)
+        decided: Decided | None
+        if self._paired is not None:  # a CDN strategy: two headers and the peer decide
+            decided = self._decided_paired(value, client, base.client[0] if base.client is not None else None)
+        elif len(value) <= CACHED_TEXT_LENGTH:  # never hash a long text: it is not kept anyway
+            decided = self.memory.decisions.get(value)
             if decided is None:
                 decided = self._decided(value)
                 self.memory.decisions.put(value, decided)
         else:
             decided = self._decided(value)
-        client, decision_hops, error, decision_proto, decision_host = decided
-        if client is None:
+        client_address, decision_hops, error, decision_proto, decision_host, named_by = decided
+        if client_address is None:
             if error is None:
                 # A trusted proxy that sent no header (its own health check, say)
                 # is the client: nothing was forged and nothing is wrong.
                 return base
             return make_resolution(
                 base.client, base.peer, base.source, base.hops, error, base.toa, base.proxy_protocol, base.scheme,
-                base.host,
+                base.host, base.server_port, base.prefix,
             )  # fmt: skip
         hops = decision_hops
         if base.client is not None:
             hops += (base.client[0],)
         if base.hops:
             hops += base.hops
-        scheme = forwarded_host = None
+        if not self._extras:  # nothing but the client comes from the headers
+            return make_resolution(client_address, base.peer, named_by or self._source, hops, error, base.toa,
+                                   base.proxy_protocol)  # fmt: skip
+        scheme = forwarded_host = forwarded_prefix = None
+        server_port = None
         proxies = len(hops) - len(base.hops)  # the trusted proxies that handled the request
         settings = self.settings
         if settings.forwarded_proto:
@@ -236,8 +282,21 @@ class Resolver:
         if settings.forwarded_host:
             picked = decision_host if self._forwarded else _pick(host, proxies)
             forwarded_host = parse_host(picked) if picked is not None and not self._forwarded else picked
-        return make_resolution(client, base.peer, self.header or Source.PEER, hops, error, base.toa,
-                               base.proxy_protocol, scheme, forwarded_host)  # fmt: skip
+        if settings.forwarded_port:  # X-Forwarded-Port, with Forwarded too (it carries none)
+            picked = _pick(port, proxies)
+            if picked is not None:
+                server_port = port_number(picked)
+                if server_port is None and error is None:
+                    error = f"x-forwarded-port: {snippet(picked)} is not a port (1-65535)"
+        if settings.forwarded_prefix:  # X-Forwarded-Prefix, with Forwarded too (it carries none)
+            picked = _pick(prefix, proxies)
+            if picked is not None:
+                forwarded_prefix, why = path_prefix(picked)
+                if why is not None and error is None:
+                    error = f"x-forwarded-prefix: {snippet(picked)} is not a path prefix: {why}"
+        return make_resolution(client_address, base.peer, named_by or self._source, hops, error,
+                               base.toa, base.proxy_protocol, scheme, forwarded_host, server_port,
+                               forwarded_prefix or None)  # fmt: skip
 
     def _decided(self, value: str) -> Decided:
         """What the strategy made of ``value``. Depends on nothing but ``value``: the
@@ -246,19 +305,85 @@ class Resolver:
         if self._texts is not None:
             fast = self._texts(value, self._trusted)
             if fast is not None:
-                return fast[0], fast[1], None, None, None
+                return fast[0], fast[1], None, None, None, None
         decision: Decision = self.strategy.decide(value, self._trusted)
         if decision.ip is None:
-            if decision.error is None or decision.error == "missing header":
-                return None, (), None, None, None
-            return None, (), f"{self.header}: {decision.error}", None, None
-        return (
-            (ip_text(decision.ip), decision.port or 0),
-            tuple([ip_text(h) for h in decision.hops]),
-            f"{self.header}: {decision.error}" if decision.error is not None else None,
-            decision.proto,
-            decision.host,
-        )
+            if decision.error is None or decision.error == MISSING:
+                return None, (), None, None, None, None
+            return None, (), f"{self.header}: {decision.error}", None, None, None
+        return _as_texts(decision, f"{self.header}: {decision.error}" if decision.error is not None else None)
+
+    def _decided_paired(self, value: str, client: str, peer: str | None) -> Decided:
+        """What a CDN strategy made of ``X-Forwarded-For``, its own header and the
+        socket peer; remembered per (both texts, peer). Its errors name their header."""
+        assert self._paired is not None
+        cached = len(value) + len(client) <= CACHED_TEXT_LENGTH  # never hash a long text
+        key = (value, client, peer)
+        if cached:
+            found: Decided | None = self.memory.decisions.get(key)
+            if found is not None:
+                return found
+        decision = self._paired.decide(value, self._trusted, client, peer)
+        if decision.ip is None:
+            error = None if decision.error == MISSING else decision.error
+            decided: Decided = (None, (), error, None, None, None)
+        else:
+            decided = _as_texts(decision, decision.error)
+        if cached:
+            self.memory.decisions.put(key, decided)
+        return decided
+
+
+def _as_texts(decision: Decision, error: str | None) -> Decided:
+    """A decision that named a client, in the texts a Resolution holds."""
+    assert decision.ip is not None
+    return (
+        (ip_text(decision.ip), decision.port or 0),
+        tuple([ip_text(h) for h in decision.hops]),
+        error,
+        decision.proto,
+        decision.host,
+        decision.header,
+    )
+
+
+def port_number(text: str) -> int | None:
+    """An ``X-Forwarded-Port`` entry as a port: ASCII digits only, 1 to 65535; else ``None``."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+        return None
+    number = int(text)
+    return number if 0 < number <= 65535 else None
+
+
+#: Longest ``X-Forwarded-Prefix`` believed.
+MAX_PREFIX_LENGTH: Final = 256
+#: What a prefix may hold: the characters RFC 3986 allows in a path unencoded.
+#: No ``%`` (an encoded character could hide ``..``, ``/`` or ``?``), no ``\``,
+#: ``?``, ``#``, spaces, control or non-ASCII characters.
+_PREFIX_CHARACTERS: Final = frozenset(ascii_letters + digits + "-._~!$&'()*+,;=:@/")
+
+
+def path_prefix(text: str) -> tuple[str, None] | tuple[None, str]:
+    """An ``X-Forwarded-Prefix`` entry as ``(prefix, None)``, or ``(None, why not)``.
+
+    A prefix is a path: it starts with ``/`` (so no scheme) but not ``//`` (a
+    host), at most :data:`MAX_PREFIX_LENGTH` characters of those RFC 3986 allows
+    in a path unencoded, with no empty, ``.`` or ``..`` segment. One trailing
+    ``/`` is dropped: ``"/api/"`` is ``"/api"``, and ``"/"`` is ``""`` (no prefix).
+    """
+    if len(text) > MAX_PREFIX_LENGTH:
+        return None, f"longer than {MAX_PREFIX_LENGTH} characters"
+    if text[:1] != "/":
+        return None, "it must start with /"
+    if text[:2] == "//":
+        return None, "it starts with // (a host, not a path)"
+    if not _PREFIX_CHARACTERS.issuperset(text):
+        return None, "only letters, digits and -._~!$&'()*+,;=:@/ are allowed (no %, \\, ?, #, spaces or controls)"
+    prefix = text[:-1] if text.endswith("/") else text
+    for segment in prefix.split("/")[1:]:
+        if segment in ("", ".", ".."):
+            return None, "an empty, . or .. segment"
+    return prefix, None
 
 
 def _pick(value: str | None, proxies: int) -> str | None:

@@ -66,6 +66,13 @@ class Resolution:
     host: str | None = None
     """The host the client asked for, from ``X-Forwarded-Host`` or ``Forwarded
     host=``, when ``forwarded_host`` is on and a trusted proxy said so."""
+    server_port: int | None = None
+    """The port the client connected to (1-65535), from ``X-Forwarded-Port``,
+    when ``forwarded_port`` is on and a trusted proxy said so."""
+    prefix: str | None = None
+    """The path prefix the proxy serves the application under (``"/api"``, no
+    trailing ``/``), from ``X-Forwarded-Prefix``, when ``forwarded_prefix`` is
+    on and a trusted proxy said so."""
 
     @property
     def rewritten_by_kernel(self) -> bool:
@@ -95,6 +102,8 @@ _set_toa = Resolution.__dict__["toa"].__set__
 _set_proxy_protocol = Resolution.__dict__["proxy_protocol"].__set__
 _set_scheme = Resolution.__dict__["scheme"].__set__
 _set_host = Resolution.__dict__["host"].__set__
+_set_server_port = Resolution.__dict__["server_port"].__set__
+_set_prefix = Resolution.__dict__["prefix"].__set__
 
 
 def make_resolution(
@@ -107,10 +116,12 @@ def make_resolution(
     proxy_protocol: ProxyHeader | None = None,
     scheme: str | None = None,
     host: str | None = None,
+    server_port: int | None = None,
+    prefix: str | None = None,
 ) -> Resolution:
     """``Resolution(...)`` at a fraction of the cost, for the per-request paths.
 
-    A frozen dataclass's ``__init__`` sets each of the nine fields through
+    A frozen dataclass's ``__init__`` sets each of the eleven fields through
     ``object.__setattr__``; this sets the slots directly. Same object, same fields
     (``tests/test_fast_paths.py`` compares the two).
     """
@@ -124,6 +135,8 @@ def make_resolution(
     _set_proxy_protocol(resolution, proxy_protocol)
     _set_scheme(resolution, scheme)
     _set_host(resolution, host)
+    _set_server_port(resolution, server_port)
+    _set_prefix(resolution, prefix)
     return resolution
 
 

@@ -14,6 +14,9 @@ topology in front of the application:
   the right.
 * :class:`SingleHeader`: the proxy *sets* (overwrites) a header holding one address,
   such as ``X-Real-IP`` or ``CF-Connecting-IP``.
+* :class:`CDNHeader`: a CDN (Cloudflare, CloudFront, Fastly) in front, maybe with
+  your own proxies behind it: the CDN's own client header, believed only when the
+  request came from the CDN's published addresses; ``X-Forwarded-For`` otherwise.
 
 One header per deployment: a list of headers tried in turn lets the client pick the
 one the proxy did not clean. :func:`strategy_from_name` builds a strategy from one
@@ -24,6 +27,10 @@ trusted proxy (a header from anyone else is the client talking about itself, and
 never read). ``decide`` never raises: whatever the header holds, the answer is a
 :class:`Decision` whose ``ip`` is a parsed address or ``None`` ("use the peer"), with
 ``error`` saying why the header was not (fully) believed.
+
+A strategy that reads a second header (:class:`CDNHeader`) names it in
+``client_header``; the adapters then read that header too, for it alone, and its
+``decide`` takes the second text and the socket peer as well.
 """
 
 from __future__ import annotations
@@ -47,10 +54,14 @@ from .forwarding import (
     snippet,
 )
 from .memory import ENTRY_NUMBERS
+from .ranges import RangesError, UnknownRangeError, networks
 
 __all__ = [
+    "CDN_CLIENT_HEADERS",
     "MISSING",
     "SINGLE_ADDRESS_HEADERS",
+    "CDNHeader",
+    "ClientHeaderStrategy",
     "Decision",
     "HopCount",
     "RightmostUntrusted",
@@ -71,7 +82,9 @@ class Decision:
     not believed, or only partly (the walk stopped early); it is a short fixed-format
     text with at most a cut, ``ascii()``'d snippet of the bad entry, safe to log.
     ``proto`` and ``host`` are the ``Forwarded`` ``proto=`` and ``host=`` of the
-    chosen element (validated, lower-cased), else ``None``.
+    chosen element (validated, lower-cased), else ``None``. ``header`` names the
+    header ``ip`` came from when it is not the strategy's ``header`` (a
+    :class:`CDNHeader`'s ``client_header``), else ``None``.
     """
 
     ip: IPAddress | None
@@ -80,10 +93,18 @@ class Decision:
     error: str | None
     proto: str | None = None
     host: str | None = None
+    header: str | None = None
 
 
 class Strategy(Protocol):
-    """What the adapters need from a strategy (the classes here, or your own)."""
+    """What the adapters need from a strategy (the classes here, or your own).
+
+    A strategy may also have ``client_header`` (a second lower-case header name)
+    and ``ranges`` (:class:`~realip.address.TrustedNetworks` it trusts itself), as
+    :class:`CDNHeader` does: the adapters then read the second header for it, the
+    peers in ``ranges`` are trusted as proxies, and ``decide`` is called as
+    ``decide(value, trusted, client_value, peer)`` (see :meth:`CDNHeader.decide`).
+    """
 
     @property
     def header(self) -> str:
@@ -93,6 +114,25 @@ class Strategy(Protocol):
         """Decide from the header text (all instances joined with ``","``; ``""`` when absent)."""
 
 
+class ClientHeaderStrategy(Protocol):
+    """A strategy that also reads a second header, from peers it trusts itself (:class:`CDNHeader`)."""
+
+    @property
+    def header(self) -> str:
+        """The lower-case name of the list header walked (``x-forwarded-for``)."""
+
+    @property
+    def client_header(self) -> str:
+        """The lower-case name of the second header (``cf-connecting-ip``...)."""
+
+    @property
+    def ranges(self) -> TrustedNetworks:
+        """The networks the strategy trusts itself: added to ``trusted_proxies``."""
+
+    def decide(self, value: str, trusted: TrustedNetworks, client_value: str = "", peer: str | None = None) -> Decision:
+        """Decide from both header texts and the socket peer's address text (``None``: none)."""
+
+
 _new_object = object.__new__
 _set_ip = Decision.__dict__["ip"].__set__  # the slot descriptor
 _set_port = Decision.__dict__["port"].__set__  # the slot descriptor
@@ -100,6 +140,7 @@ _set_hops = Decision.__dict__["hops"].__set__  # the slot descriptor
 _set_error = Decision.__dict__["error"].__set__  # the slot descriptor
 _set_proto = Decision.__dict__["proto"].__set__  # the slot descriptor
 _set_host = Decision.__dict__["host"].__set__  # the slot descriptor
+_set_header = Decision.__dict__["header"].__set__  # the slot descriptor
 
 
 def _make(
@@ -109,6 +150,7 @@ def _make(
     error: str | None,
     proto: str | None = None,
     host: str | None = None,
+    header: str | None = None,
 ) -> Decision:
     """``Decision(...)`` at half the cost: a frozen dataclass's ``__init__`` goes through
     ``object.__setattr__`` per field, which is a quarter of a whole ``decide``. Same
@@ -120,6 +162,7 @@ def _make(
     _set_error(decision, error)
     _set_proto(decision, proto)
     _set_host(decision, host)
+    _set_header(decision, header)
     return decision
 
 
@@ -513,11 +556,175 @@ class SingleHeader:
             return _failed(exc)
 
 
+#: The CDN strategies (:class:`CDNHeader`): each name is also the named range of the
+#: CDN's addresses (``realip.ranges``), mapped to the header the CDN sets to the
+#: address of the client that connected to it.
+CDN_CLIENT_HEADERS: Final = {
+    "cloudflare": "cf-connecting-ip",  # the client's address; Cloudflare overwrites it
+    "cloudfront": "cloudfront-viewer-address",  # "<address>:<port>", IPv6 without brackets
+    "fastly": "fastly-client-ip",  # the client's address; kept if the client sent one (see below)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CDNHeader:
+    """A CDN in front: its own client header, believed only from the CDN's addresses.
+
+    ``cdn`` is ``"cloudflare"`` (``CF-Connecting-IP``), ``"cloudfront"``
+    (``CloudFront-Viewer-Address``, ``<address>:<port>``) or ``"fastly"``
+    (``Fastly-Client-IP``); the CDN's addresses are the named range of the same
+    name (``realip.ranges``: the shipped list, or the newer copy ``realip
+    ranges update`` fetched), read once, when the strategy is built.
+
+    **The CDN's addresses are trusted by the strategy itself**: the middleware
+    adds them to ``trusted_proxies`` (so the CDN may connect to the application
+    directly), and ``trusted_proxies`` then only needs your own proxies between
+    the CDN and the application.
+
+    The rule, walking from the socket peer (which the caller checked is trusted)
+    leftwards through ``X-Forwarded-For``, past ``trusted`` (your proxies): the
+    first hop that is in the CDN's addresses, or not in ``trusted``, decides.
+
+    * **A hop in the CDN's addresses** (the peer itself when the CDN connects to
+      the application, else the ``X-Forwarded-For`` entry your proxy appended):
+      the CDN handed the request over, and ``client_header`` names the client
+      (exactly one address, as in :class:`SingleHeader`; ``Decision.header`` is
+      ``client_header``). When the CDN sent no such header, the fallback: the
+      walk goes on past the CDN's addresses too, and the first address that is
+      neither the CDN's nor yours is the client (CDNs append their client to
+      ``X-Forwarded-For``). A ``client_header`` that is not one address is not
+      believed: the CDN hop is the client, with ``error`` set.
+    * **Any other hop**: the request did not come through the CDN (a client
+      reaching your proxy directly): that hop is the client, as in
+      :class:`RightmostUntrusted`, and ``client_header`` is never read.
+
+    So a client that bypasses the CDN cannot choose its address with the CDN's
+    header, whether it connects to the application (an untrusted peer: nothing
+    is read) or to your proxy (its own address decides). ``Decision.error`` of
+    this strategy names the header it is about (``"cf-connecting-ip: ..."``,
+    ``"x-forwarded-for: ..."``).
+
+    Fastly keeps a ``Fastly-Client-IP`` its client sent unless the service sets
+    it (``set req.http.Fastly-Client-IP = client.ip;`` in ``vcl_recv``, on the
+    first visit): use ``"fastly"`` only with that in place.
+    """
+
+    cdn: str
+    client_header: str = field(init=False)
+    header: str = field(init=False, default="x-forwarded-for")
+    ranges: TrustedNetworks = field(init=False, repr=False, compare=False)
+    _with_port: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        name = self.cdn.strip().lower() if isinstance(self.cdn, str) else self.cdn
+        client_header = CDN_CLIENT_HEADERS.get(name) if isinstance(name, str) else None
+        if client_header is None:
+            raise ConfigError("cdn", self.cdn, f"expected one of {', '.join(CDN_CLIENT_HEADERS)}")
+        try:
+            found = networks(name)
+        except (UnknownRangeError, RangesError) as exc:
+            raise ConfigError("cdn", self.cdn, f"its named range cannot be read: {exc}") from None
+        object.__setattr__(self, "cdn", name)
+        object.__setattr__(self, "client_header", client_header)
+        object.__setattr__(self, "ranges", TrustedNetworks(found))
+        object.__setattr__(self, "_with_port", name == "cloudfront")
+
+    def __str__(self) -> str:
+        return self.cdn
+
+    def decide(self, value: str, trusted: TrustedNetworks, client_value: str = "", peer: str | None = None) -> Decision:
+        """Decide from ``X-Forwarded-For`` (``value``) and the CDN's header (``client_value``).
+
+        ``peer`` is the socket peer's address text (``None``: a peer without an
+        address, such as a trusted Unix-socket proxy): when it is in the CDN's
+        addresses, the CDN connected directly and ``client_value`` is read.
+        """
+        try:
+            return self._decide(value, trusted, client_value, peer)
+        except Exception as exc:  # never on any input; the tests hold it to that
+            return _make(None, None, (), f"{self.header}: internal error: {type(exc).__name__}")
+
+    def _decide(self, value: str, trusted: TrustedNetworks, client_value: str, peer: str | None) -> Decision:
+        ranges = self.ranges
+        entries, cut = last_entries(value)
+        i = len(entries)
+        walked: list[_Hop] = []  # rightmost first
+        if peer is None or not ranges.contains_text(peer):
+            # The peer is one of your proxies: walk past them to the CDN, or to the client.
+            while True:
+                if i == 0:
+                    return self._end(walked, cut)  # no CDN hop: every entry was one of your proxies
+                i -= 1
+                found = parse_list_entry(entries[i])
+                if isinstance(found, str):
+                    return self._stop(walked, found)
+                ip, port = found
+                walked.append((ip, port, None))
+                if ip in ranges:
+                    break  # the CDN handed the request to your proxy
+                if ip not in trusted:
+                    walked.pop()
+                    return _make(ip, port, _hops(walked), None)  # not through the CDN: this hop is the client
+        text = client_value.strip(" \t")
+        if text:  # the CDN's own header names its client
+            client = self._client(text)
+            if isinstance(client, str):
+                error = f"{self.client_header}: {client}"
+                if not walked:
+                    return _make(None, None, (), error)  # the peer (the CDN) is the client
+                ip, port, _ = walked.pop()
+                return _make(ip, port, _hops(walked), error)
+            return _make(client[0], client[1], _hops(walked), None, header=self.client_header)
+        # The CDN sent no header: X-Forwarded-For, walked on past the CDN's addresses and yours.
+        while i:
+            i -= 1
+            found = parse_list_entry(entries[i])
+            if isinstance(found, str):
+                return self._stop(walked, found)
+            ip, port = found
+            if ip not in ranges and ip not in trusted:
+                return _make(ip, port, _hops(walked), None)
+            walked.append((ip, port, None))
+        return self._end(walked, cut)
+
+    def _end(self, walked: list[_Hop], cut: str | None) -> Decision:
+        """The walk ran out of entries: at a cut it stops; else the leftmost trusted entry is the client."""
+        if cut is not None:
+            return self._stop(walked, cut)
+        if not walked:
+            return _MISSING
+        ip, port, _ = walked.pop()
+        return _make(ip, port, _hops(walked), None)
+
+    def _stop(self, walked: list[_Hop], reason: str) -> Decision:
+        stopped = _stop(walked, reason)
+        return _make(stopped.ip, stopped.port, stopped.hops, f"{self.header}: {reason}")
+
+    def _client(self, text: str) -> tuple[IPAddress, int | None] | str:
+        """The address in the CDN's header, or why there is none."""
+        if "," in text:
+            return f"several values {snippet(text)}"
+        if not self._with_port:
+            return parse_list_entry(text)
+        # CloudFront-Viewer-Address: "<address>:<port>", an IPv6 address without brackets.
+        host, sep, port = text.rpartition(":")
+        if not (sep and port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+            return f"expected <address>:<port>, not {snippet(text)}"
+        if host[:1] == "[" and host[-1:] == "]":
+            host = host[1:-1]
+        found = parse_list_entry(host)
+        if isinstance(found, str):
+            return found
+        if found[1] is not None:
+            return f"expected <address>:<port>, not {snippet(text)}"
+        return found[0], int(port)
+
+
 # --------------------------------------------------------------------------- configuration
 
 _GRAMMAR: Final = (
-    "expected 'x-forwarded-for', 'forwarded', 'rightmost:<header>', '<header>:<hops>', "
-    "'single:<header>' or one of " + ", ".join(sorted(SINGLE_ADDRESS_HEADERS))
+    "expected 'x-forwarded-for', 'forwarded', 'rightmost:<header>', '<header>:<hops>', 'single:<header>', "
+    f"a CDN ({', '.join(CDN_CLIENT_HEADERS)}) or one of {', '.join(sorted(SINGLE_ADDRESS_HEADERS))}"
 )
 
 
@@ -535,6 +742,10 @@ def strategy_from_name(spec: str, *, option: str = "strategy") -> Strategy:
                                SINGLE_ADDRESS_HEADERS (cf-connecting-ip, true-client-ip,
                                fastly-client-ip, fly-client-ip, x-azure-clientip,
                                x-envoy-external-address)
+        cloudflare             CDNHeader("cloudflare"): CF-Connecting-IP from Cloudflare's
+                               addresses, X-Forwarded-For otherwise; likewise
+                               cloudfront (CloudFront-Viewer-Address) and fastly
+                               (Fastly-Client-IP)
 
     Any other bare name is refused rather than guessed: say ``rightmost:`` or
     ``single:``. ``str()`` of a strategy gives back a spec for it. Raises
@@ -559,6 +770,8 @@ def strategy_from_name(spec: str, *, option: str = "strategy") -> Strategy:
             return HopCount(name.strip(), int(count))
         if text in ("x-forwarded-for", "forwarded"):
             return RightmostUntrusted(text)
+        if text in CDN_CLIENT_HEADERS:
+            return CDNHeader(text)
         if text in SINGLE_ADDRESS_HEADERS:
             return SingleHeader(text)
         _header_name(text)  # a clearer message for names that are not headers at all

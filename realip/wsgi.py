@@ -19,6 +19,7 @@ from .address import is_local
 from .config import Settings
 from .connection import ConnectionResolver
 from .core import Resolver, cut_header, peer_resolution
+from .downstream import rewrite_wsgi
 from .forwarding import FORWARDING_HEADERS
 from .logcontext import bind, unbind
 from .memory import PeerFacts
@@ -53,7 +54,9 @@ class RealIPWSGIMiddleware:
     with the same trust rules: a forwarding header is read only when the peer
     is a trusted proxy, and removed from the environ when it is not. With
     ``forwarded_proto`` / ``forwarded_host`` a trusted proxy's scheme and host
-    go into ``wsgi.url_scheme`` and ``HTTP_HOST``.
+    go into ``wsgi.url_scheme`` and ``HTTP_HOST``; with ``forwarded_port`` /
+    ``forwarded_prefix`` its port into ``SERVER_PORT`` and ``HTTP_HOST``, and
+    its prefix in front of ``SCRIPT_NAME``.
 
     ``toa`` (default on) asks the kernel TOA module, once per connection, for
     the NAT64 client behind a load balancer in ``toa_peers`` (default: Huawei
@@ -79,6 +82,7 @@ class RealIPWSGIMiddleware:
         self._peer_facts = self._apply.peer_facts
         self._resolve = self._apply.resolve
         self._connection = self._apply.connection
+        self._downstream = self.settings.downstream_headers
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if "PROXY_PROTOCOL" not in environ and not self._connection.proxy_protocol_seen:
@@ -86,7 +90,7 @@ class RealIPWSGIMiddleware:
                 facts = self._peers[(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))]
             except KeyError:
                 facts = self._peer_facts(environ)
-            if not (facts.read or facts.strip or facts.ask):  # the peer is all there is to it
+            if not (facts.read or facts.strip or facts.ask or self._downstream):  # the peer is all there is to it
                 if facts.remote_addr is not None:
                     environ["REMOTE_ADDR"] = facts.remote_addr
                     environ["REMOTE_PORT"] = facts.remote_port
@@ -121,10 +125,25 @@ class EnvironResolver:
         self.key = _environ_key(header) if header is not None else None
         self.proto_key = "HTTP_X_FORWARDED_PROTO" if settings.forwarded_proto and header != "forwarded" else None
         self.host_key = "HTTP_X_FORWARDED_HOST" if settings.forwarded_host and header != "forwarded" else None
+        # Forwarded (RFC 7239) has no port or prefix: these two are read with every strategy.
+        self.port_key = "HTTP_X_FORWARDED_PORT" if settings.forwarded_port else None
+        self.prefix_key = "HTTP_X_FORWARDED_PREFIX" if settings.forwarded_prefix else None
+        #: A CDN strategy's own header (cf-connecting-ip...), read for it alone.
+        client_header = resolver.client_header
+        self.client_key = _environ_key(client_header) if client_header is not None else None
         #: What is removed from an untrusted peer's request: every forwarding header
         #: (underscore spellings fold into the same keys under WSGI).
-        self.strip_keys = frozenset(_environ_key(name) for name in (*FORWARDING_HEADERS, *([header] if header else [])))
-        self._plain = self.proto_key is None and self.host_key is None
+        self.strip_keys = frozenset(
+            _environ_key(name) for name in (*FORWARDING_HEADERS, *(n for n in (header, client_header) if n))
+        )
+        self.downstream = settings.downstream_headers
+        self._plain = (
+            self.proto_key is None
+            and self.host_key is None
+            and self.port_key is None
+            and self.prefix_key is None
+            and self.client_key is None
+        )
         self._may_ask = self.connection.resolver.may_ask
         self._once = Once()
 
@@ -151,6 +170,12 @@ class EnvironResolver:
         integration (Django under an ASGI server); ``facts`` the peer's facts
         when the caller looked them up.
         """
+        resolution = self._resolve(environ, connection, facts)
+        if resolution is not None and self.downstream:  # the headers libraries read hold only what was believed
+            rewrite_wsgi(environ, resolution, self.resolver.header)
+        return resolution
+
+    def _resolve(self, environ: Environ, connection: Resolution | None, facts: PeerFacts | None) -> Resolution | None:
         if connection is not None:
             facts = self.resolver.connection_facts(connection)
         elif facts is None:
@@ -174,12 +199,25 @@ class EnvironResolver:
                 if resolution.error is None:
                     facts.remember(value, resolution, len(value))
             else:
+                client_key = self.client_key
+                client = environ.get(client_key, "") if client_key is not None else ""
                 resolution = self.resolver.read(
                     facts,
                     cut_header(value),
                     environ.get(self.proto_key) if self.proto_key else None,
                     environ.get(self.host_key) if self.host_key else None,
+                    port=environ.get(self.port_key) if self.port_key else None,
+                    prefix=environ.get(self.prefix_key) if self.prefix_key else None,
+                    client=cut_header(client),
                 )
+                if (
+                    client_key is not None
+                    and client
+                    and resolution.source != self.resolver.client_header
+                    and self.resolver.settings.strip_untrusted_headers
+                ):
+                    # The CDN's header, not believed (it did not come from the CDN): the app never sees it.
+                    del environ[client_key]
             if resolution.error is not None:
                 recorder = METRICS.recorder
                 if recorder is not None:
@@ -365,12 +403,29 @@ def _uwsgi_connection_fd() -> int | None:
         return None
 
 
+#: The port a URL leaves out, per scheme.
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
 def _write(environ: Environ, resolution: Resolution) -> Resolution:
-    """Put an answer into the environ: the client, and a trusted proxy's scheme and host."""
+    """Put an answer into the environ: the client, and a trusted proxy's scheme, host,
+    port (``SERVER_PORT``, and in ``HTTP_HOST`` unless it is the scheme's default,
+    as Werkzeug's ``ProxyFix`` ``x_port``) and prefix (in front of ``SCRIPT_NAME``)."""
     if resolution.scheme is not None:  # only set with forwarded_proto
         environ["wsgi.url_scheme"] = resolution.scheme
     if resolution.host is not None:  # only set with forwarded_host
         environ["HTTP_HOST"] = resolution.host
+    port = resolution.server_port
+    if port is not None:  # only set with forwarded_port
+        environ["SERVER_PORT"] = str(port)
+        host = environ.get("HTTP_HOST")
+        if host:
+            if ":" in host and not host.endswith("]"):  # drop the port it had ("]": IPv6 without one)
+                host = host.rpartition(":")[0]
+            default = _DEFAULT_PORTS.get(environ.get("wsgi.url_scheme", ""))
+            environ["HTTP_HOST"] = host if port == default else f"{host}:{port}"
+    if resolution.prefix is not None:  # only set with forwarded_prefix
+        environ["SCRIPT_NAME"] = resolution.prefix + environ.get("SCRIPT_NAME", "")
     client = resolution.client
     if client is not None:
         environ["REMOTE_ADDR"] = client[0]

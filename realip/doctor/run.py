@@ -13,6 +13,7 @@ from .environment import environment_findings
 from .expectations import expectation_findings
 from .listeners import OWNER_SCAN_BUDGET, listener_findings, probe_accepts_ipv4, read_listeners, socket_owners
 from .model import Finding, Report
+from .ranges import range_findings
 from .sysctls import bindv6only_finding, ip_forward_finding, read_sysctl
 from .toa_module import (
     nat64_finding,
@@ -72,7 +73,9 @@ def collect(
         findings.append(
             Finding("listeners", "info", "owning processes not visible", "run as root to name other users' processes")
         )
-    findings += environment_findings(os.environ if environ is None else environ)
+    environment = os.environ if environ is None else environ
+    findings += environment_findings(environment)
+    findings += range_findings(environment)  # the age of each named range the environment uses
     findings.append(nat64_finding(module_loaded, listeners, owners=owners))
     findings += expectation_findings(expect, findings)
     return Report(findings, probes, tuple(expect))
