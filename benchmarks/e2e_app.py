@@ -1,111 +1,95 @@
-"""The end-to-end benchmark's server: uvicorn (one worker, httptools) and a trivial ASGI app.
+"""The end-to-end benchmark's servers: a trivial app that answers with the client it was given.
 
-Run by ``benchmarks/run.py`` as ``python benchmarks/e2e_app.py PORT VARIANT``. The
-listener is a dual-stack ``[::]`` socket (``IPV6_V6ONLY`` off), so IPv4 clients arrive
-as ``::ffff:127.0.0.1``, as on a real dual-stack deployment. It is handed to uvicorn as
-a socket object (``Server.run(sockets=...)``, as gunicorn's uvicorn worker does), not
-with ``--fd``: uvicorn wraps an ``--fd`` listener as ``AF_UNIX``, so its connections
-never get ``TCP_NODELAY`` and every response waits for a delayed ACK (about 40 ms).
+uvicorn (one worker, httptools, uvloop, no access log), run by ``benchmarks/e2e.py`` as
+``python benchmarks/e2e_app.py PORT VARIANT``:
 
-``VARIANT``:
+``bare``
+    the app alone, uvicorn's proxy headers off;
+``realip``
+    the app behind ``RealIPMiddleware(trusted_proxies=TRUSTED)`` with realip's protocol
+    class (``realip.uvicorn:HttpToolsProtocol``), uvicorn's proxy headers off;
+``proxy-headers``
+    the app alone with uvicorn's own ``--proxy-headers``, ``--forwarded-allow-ips=TRUSTED``.
 
-``plain``
-    the app alone;
-``passthrough``
-    the app behind the thinnest possible ASGI middleware (the floor of any middleware);
-``rewrite``
-    a reference, not realip: the least any middleware that rewrites the client can do
-    (a dict lookup, ``scope["client"]`` and ``scope["extensions"]`` written);
-``default``
-    the app behind :class:`realip.RealIPMiddleware` with no options (unwraps the mapped
-    peer; TOA on, so it says once that the server integration is missing);
-``integration``
-    the same, with realip's protocol class (``realip.uvicorn.HttpToolsProtocol``): a
-    TOA lookup once per connection, its answer handed over per request in
-    ``scope["extensions"]["realip.connection"]``;
-``plain-proxied`` / ``trusted``
-    the app alone / behind ``RealIPMiddleware(trusted_proxies="127.0.0.0/8")``, for
-    requests that carry ``X-Forwarded-For`` (read and believed: the peer is trusted).
+gunicorn (sync worker): ``gunicorn 'benchmarks.e2e_app:wsgi("bare")'`` or ``wsgi("realip")``
+(``RealIPWSGIMiddleware(trusted_proxies=TRUSTED)``).
+
+Every app answers with the client address it sees, so the benchmark checks, before
+timing, that each server read the forwarded header (or ignored it) as configured.
+
+The uvicorn listener is handed over as a socket object (``Server.run(sockets=...)``, as
+gunicorn's uvicorn worker does), not with ``--fd``: uvicorn wraps an ``--fd`` listener as
+``AF_UNIX``, so its connections never get ``TCP_NODELAY`` and every response waits for a
+delayed ACK (about 40 ms).
 """
 
 from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
-BODY = b"ok\n"
-START = {
-    "type": "http.response.start",
-    "status": 200,
-    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())],
-}
-DONE = {"type": "http.response.body", "body": BODY}
+TRUSTED = "127.0.0.0/8"  # wrk connects from 127.0.0.1; the header's last entry is 127.0.0.9
 
 
-async def trivial(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def trivial(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    await send(START)
-    await send(DONE)
+    body = scope["client"][0].encode()
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-def build(variant: str) -> tuple[Any, str]:
-    """(app, uvicorn's ``http`` setting) for a variant."""
-    if variant in ("plain", "plain-proxied"):
-        return trivial, "httptools"
-    from realip import RealIPMiddleware
+def trivial_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    body = environ["REMOTE_ADDR"].encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
 
-    if variant == "passthrough":  # calibration only
 
-        class PassThrough:
-            def __init__(self, app: Any) -> None:
-                self.app = app
+def wsgi(variant: str) -> Any:
+    """gunicorn's app factory: ``benchmarks.e2e_app:wsgi("bare")`` or ``wsgi("realip")``."""
+    if variant == "bare":
+        return trivial_wsgi
+    if variant == "realip":
+        from realip import RealIPWSGIMiddleware
 
-            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-                await self.app(scope, receive, send)
+        return RealIPWSGIMiddleware(trivial_wsgi, environ={}, trusted_proxies=TRUSTED)
+    raise SystemExit(f"unknown WSGI variant {variant!r}")
 
-        return PassThrough(trivial), "httptools"
-    if variant == "rewrite":  # a reference: the least a client-rewriting middleware does (run.RewriteOnly)
 
-        class RewriteOnly:
-            def __init__(self, app: Any) -> None:
-                self.app = app
-                self.peers: dict[Any, Any] = {}
+def build(variant: str) -> tuple[Any, str, bool]:
+    """(app, uvicorn's ``http`` setting, uvicorn's ``proxy_headers``) for a uvicorn variant."""
+    if variant == "bare":
+        return trivial, "httptools", False
+    if variant == "realip":
+        from realip import RealIPMiddleware
 
-            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-                if scope["type"] != "http":
-                    await self.app(scope, receive, send)
-                    return
-                peer = scope["client"]
-                client = self.peers.get(peer)
-                if client is None:
-                    client = self.peers[peer] = (peer[0].removeprefix("::ffff:"), peer[1])
-                scope["client"] = client
-                scope["extensions"] = {"realip": client}
-                await self.app(scope, receive, send)
-
-        return RewriteOnly(trivial), "httptools"
-    if variant == "default":
-        return RealIPMiddleware(trivial, environ={}), "httptools"
-    if variant == "integration":
-        return RealIPMiddleware(trivial, environ={}), "realip.uvicorn:HttpToolsProtocol"
-    if variant == "trusted":
-        return RealIPMiddleware(trivial, environ={}, trusted_proxies="127.0.0.0/8"), "httptools"
-    raise SystemExit(f"unknown variant {variant!r}")
+        return RealIPMiddleware(trivial, environ={}, trusted_proxies=TRUSTED), "realip.uvicorn:HttpToolsProtocol", False
+    if variant == "proxy-headers":
+        return trivial, "httptools", True
+    raise SystemExit(f"unknown uvicorn variant {variant!r}")
 
 
 def main() -> None:
     import uvicorn
 
     port, variant = int(sys.argv[1]), sys.argv[2]
-    app, http = build(variant)
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    app, http, proxy_headers = build(variant)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    sock.bind(("::", port))
+    sock.bind(("127.0.0.1", port))
     config = uvicorn.Config(
-        app, http=http, access_log=False, proxy_headers=False, lifespan="off", log_level="warning", workers=1
+        app,
+        http=http,
+        loop="uvloop",
+        access_log=False,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=TRUSTED,
+        lifespan="off",
+        log_level="warning",
+        workers=1,
     )
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -1,8 +1,8 @@
 """The per-request fast paths give exactly the answers of the careful paths they stand in for.
 
-docs/performance.md lists them: C-library address parsing and formatting, integer
+The fast paths: C-library address parsing and formatting, integer
 network matching, the texts walk of X-Forwarded-For, the fast Resolution constructor,
-and the caches (per peer, per connection, per header text). Each is checked here
+and the caches of realip.memory (per peer, per connection, per header text). Each is checked here
 against the straightforward code it replaced, on generated inputs; and the caches
 against a fresh middleware's first answer, with every cache bounded whatever the input.
 No timings: tests/test_benchmarks.py only proves that the benchmark runs.
