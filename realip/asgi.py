@@ -126,8 +126,10 @@ class RealIPMiddleware:
         connection = extensions.get("realip.connection") if extensions is not None else None
         if connection is None:
             try:
-                facts = self._peers[scope["client"]]
-            except (KeyError, TypeError):  # a new peer; TypeError: a server that reports a list
+                facts = self._peers.get(scope.get("client"))
+            except TypeError:  # a server that reports a list
+                facts = None
+            if facts is None:  # a new peer (a miss is a None, never a raised KeyError)
                 facts = self._new_peer(scope)
         else:  # the connection's answer (TOA, PROXY protocol) from a realip server integration
             facts = self._resolver.connection_facts(connection)

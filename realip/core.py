@@ -88,6 +88,7 @@ class Resolver:
         self.memory = Memory()
         self._trusted = settings.trusted_proxies
         self._forwarded = self.header == "forwarded"
+        self._strip = settings.strip_untrusted_headers
         #: What a header that names the client is called in ``Resolution.source``.
         self._source: str = self.header or Source.PEER
         #: Something besides the client comes from a trusted proxy (scheme, host, port, prefix).
@@ -140,16 +141,14 @@ class Resolver:
         client = resolution.client
         peer = resolution.peer
         addr = port = None
-        if client is not None and peer is not None and (client[0] != peer[0] or str(client[1]) != str(peer[1])):
+        if (
+            client is not None
+            and peer is not None
+            and client != peer
+            and (client[0] != peer[0] or str(client[1]) != str(peer[1]))
+        ):
             addr, port = client[0], str(client[1])  # WSGI texts to write; both, when either changed
-        return PeerFacts(
-            resolution,
-            read=read,
-            strip=not read and self.settings.strip_untrusted_headers,
-            ask=ask,
-            remote_addr=addr,
-            remote_port=port,
-        )
+        return PeerFacts(resolution, read, not read and self._strip, ask, addr, port)
 
     def trusts(self, base: Resolution) -> bool:
         """Whether forwarding headers on this request may be believed.
@@ -427,7 +426,8 @@ def peer_resolution(peer: object) -> Resolution:
     try:
         host, port = peer  # type: ignore[misc]
         # WSGI servers report REMOTE_PORT as text; uWSGI leaves it out (0: unknown).
-        port = int(port) if port not in (None, "") else 0  # type: ignore[call-overload]
+        if type(port) is not int:
+            port = int(port) if port not in (None, "") else 0  # type: ignore[call-overload]
         found = HOSTS.get(host, False)
         if found is False:
             found = _host(host)  # type: ignore[arg-type]
@@ -436,4 +436,5 @@ def peer_resolution(peer: object) -> Resolution:
         found = None
     if not isinstance(found, tuple):
         return make_resolution(None, peer, Source.PEER)  # type: ignore[arg-type]
-    return make_resolution((found[0], port), (host, port), found[1])  # type: ignore[arg-type]
+    pair = (host, port)
+    return make_resolution(pair if found[0] == host else (found[0], port), pair, found[1])  # type: ignore[arg-type]

@@ -75,7 +75,6 @@ class PeerFacts:
     def __init__(
         self,
         resolution: Resolution,
-        *,
         read: bool,
         strip: bool,
         ask: bool = False,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     from .proxy_protocol import ProxyHeader
@@ -34,45 +33,25 @@ class Source:
     """A PROXY protocol header sent by a trusted load balancer."""
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(NamedTuple):
     """How realip decided the client address of one request.
 
     Published as ``scope["extensions"]["realip"]`` (ASGI) and
-    ``environ["realip"]`` (WSGI).
+    ``environ["realip"]`` (WSGI). Immutable: a named tuple, cheap to make on
+    the per-request paths and compared field by field.
     """
 
     client: tuple[str, int] | None
-    """What the app sees: ``(ip, port)``, the ip in canonical form (IPv4 dotted
-    quad, IPv6 compressed, no zone id). The port is 0 when the deciding source
-    carries none (most forwarding headers). ``None`` for a Unix-socket peer
-    that nothing vouched for."""
     peer: tuple[str, int] | None
-    """The socket peer exactly as the server reported it, before any change."""
     source: str
-    """What decided ``client``: one of :class:`Source` or a header name."""
     hops: tuple[str, ...] = ()
-    """Trusted proxies between the client and this server, nearest last."""
     error: str | None = None
-    """Why a forwarding header was not believed, when it was not."""
     toa: TOAAnswer | None = None
-    """The TOA module's answer for this connection, when it was asked."""
     proxy_protocol: ProxyHeader | None = None
-    """The PROXY protocol header of this connection (addresses and TLVs:
-    ``.authority``, ``.alpn``, ``.unique_id``, ``.ssl``, ...), when one was read."""
     scheme: str | None = None
-    """The scheme the client used (``"https"``...), from ``X-Forwarded-Proto`` or
-    ``Forwarded proto=``, when ``forwarded_proto`` is on and a trusted proxy said so."""
     host: str | None = None
-    """The host the client asked for, from ``X-Forwarded-Host`` or ``Forwarded
-    host=``, when ``forwarded_host`` is on and a trusted proxy said so."""
     server_port: int | None = None
-    """The port the client connected to (1-65535), from ``X-Forwarded-Port``,
-    when ``forwarded_port`` is on and a trusted proxy said so."""
     prefix: str | None = None
-    """The path prefix the proxy serves the application under (``"/api"``, no
-    trailing ``/``), from ``X-Forwarded-Prefix``, when ``forwarded_prefix`` is
-    on and a trusted proxy said so."""
 
     @property
     def rewritten_by_kernel(self) -> bool:
@@ -92,18 +71,32 @@ class Resolution:
         return self.client[1] if self.client else None
 
 
-_new_object = object.__new__
-_set_client = Resolution.__dict__["client"].__set__  # the slot descriptors
-_set_peer = Resolution.__dict__["peer"].__set__
-_set_source = Resolution.__dict__["source"].__set__
-_set_hops = Resolution.__dict__["hops"].__set__
-_set_error = Resolution.__dict__["error"].__set__
-_set_toa = Resolution.__dict__["toa"].__set__
-_set_proxy_protocol = Resolution.__dict__["proxy_protocol"].__set__
-_set_scheme = Resolution.__dict__["scheme"].__set__
-_set_host = Resolution.__dict__["host"].__set__
-_set_server_port = Resolution.__dict__["server_port"].__set__
-_set_prefix = Resolution.__dict__["prefix"].__set__
+_FIELD_DOCS: Final = {
+    "client": """What the app sees: ``(ip, port)``, the ip in canonical form (IPv4 dotted
+    quad, IPv6 compressed, no zone id). The port is 0 when the deciding source
+    carries none (most forwarding headers). ``None`` for a Unix-socket peer
+    that nothing vouched for.""",
+    "peer": "The socket peer exactly as the server reported it, before any change.",
+    "source": "What decided ``client``: one of :class:`Source` or a header name.",
+    "hops": "Trusted proxies between the client and this server, nearest last.",
+    "error": "Why a forwarding header was not believed, when it was not.",
+    "toa": "The TOA module's answer for this connection, when it was asked.",
+    "proxy_protocol": """The PROXY protocol header of this connection (addresses and TLVs:
+    ``.authority``, ``.alpn``, ``.unique_id``, ``.ssl``, ...), when one was read.""",
+    "scheme": """The scheme the client used (``"https"``...), from ``X-Forwarded-Proto`` or
+    ``Forwarded proto=``, when ``forwarded_proto`` is on and a trusted proxy said so.""",
+    "host": """The host the client asked for, from ``X-Forwarded-Host`` or ``Forwarded
+    host=``, when ``forwarded_host`` is on and a trusted proxy said so.""",
+    "server_port": """The port the client connected to (1-65535), from ``X-Forwarded-Port``,
+    when ``forwarded_port`` is on and a trusted proxy said so.""",
+    "prefix": """The path prefix the proxy serves the application under (``"/api"``, no
+    trailing ``/``), from ``X-Forwarded-Prefix``, when ``forwarded_prefix`` is
+    on and a trusted proxy said so.""",
+}
+for _name, _doc in _FIELD_DOCS.items():
+    getattr(Resolution, _name).__doc__ = _doc
+
+_new_tuple = tuple.__new__
 
 
 def make_resolution(
@@ -119,25 +112,13 @@ def make_resolution(
     server_port: int | None = None,
     prefix: str | None = None,
 ) -> Resolution:
-    """``Resolution(...)`` at a fraction of the cost, for the per-request paths.
+    """``Resolution(...)`` without the keyword handling, for the per-request paths.
 
-    A frozen dataclass's ``__init__`` sets each of the eleven fields through
-    ``object.__setattr__``; this sets the slots directly. Same object, same fields
-    (``tests/test_fast_paths.py`` compares the two).
+    Same object, same fields (``tests/test_fast_paths.py`` compares the two).
     """
-    resolution = _new_object(Resolution)
-    _set_client(resolution, client)
-    _set_peer(resolution, peer)
-    _set_source(resolution, source)
-    _set_hops(resolution, hops)
-    _set_error(resolution, error)
-    _set_toa(resolution, toa)
-    _set_proxy_protocol(resolution, proxy_protocol)
-    _set_scheme(resolution, scheme)
-    _set_host(resolution, host)
-    _set_server_port(resolution, server_port)
-    _set_prefix(resolution, prefix)
-    return resolution
+    return _new_tuple(
+        Resolution, (client, peer, source, hops, error, toa, proxy_protocol, scheme, host, server_port, prefix)
+    )
 
 
 #: A peer without an address on a TCP listener (reset before ``getpeername()``):

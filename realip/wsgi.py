@@ -86,9 +86,8 @@ class RealIPWSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if "PROXY_PROTOCOL" not in environ and not self._connection.proxy_protocol_seen:
-            try:
-                facts = self._peers[(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))]
-            except KeyError:
+            facts = self._peers.get((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")))
+            if facts is None:  # a new peer
                 facts = self._peer_facts(environ)
             if not (facts.read or facts.strip or facts.ask or self._downstream):  # the peer is all there is to it
                 if facts.remote_addr is not None:
