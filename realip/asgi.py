@@ -14,7 +14,6 @@ from operator import itemgetter
 from typing import Any, Final
 
 from ._log import Once
-from .address import is_local
 from .config import Settings
 from .core import Resolver
 from .downstream import rewrite_asgi
@@ -241,15 +240,7 @@ class RealIPMiddleware:
             for k, _ in headers:
                 if k in names:
                     recorder.stripped(k)
-        if resolution.client is not None and is_local(resolution.client[0]):
-            self._once(
-                logging.WARNING,
-                "realip: a peer in private or loopback address space (%s) sent forwarding headers, and realip "
-                "removed them because it is not in trusted_proxies. If it is your proxy, add its address to "
-                "trusted_proxies (REALIP_TRUSTED_PROXIES); if it is a container runtime's NAT gateway or userland "
-                "proxy, the client cannot be recovered here (see docs/proxies.md). Said once.",
-                resolution.client[0],
-            )
+        self._resolver.stripped(resolution)
 
     def _new_peer(self, scope: Scope) -> PeerFacts:
         """Facts about a peer not seen before (or one without an address, never remembered)."""

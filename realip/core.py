@@ -23,11 +23,12 @@ only if it was seen on the wire, by this kernel or by a trusted load balancer.
 
 from __future__ import annotations
 
+import logging
 from string import ascii_letters, digits
 from typing import Final, Literal, cast
 
-from ._log import RateLimitedLog
-from .address import AddressError, TrustedNetworks, ip_text, parse_ip, parse_ip_text
+from ._log import Once, RateLimitedLog
+from .address import AddressError, TrustedNetworks, ip_text, is_local, parse_ip, parse_ip_text
 from .config import Settings
 from .forwarding import MAX_HEADER_LENGTH, parse_host, snippet
 from .memory import CACHE_SIZE, CACHED_TEXT_LENGTH, HOSTS, BoundedCache, Memory, PeerFacts
@@ -101,6 +102,7 @@ class Resolver:
         # without address objects; anything else, and other strategies, use decide().
         self._texts = strategy._decide_texts if type(strategy) is RightmostUntrusted else None
         self._log = RateLimitedLog()
+        self._once = Once()
 
     # ----------------------------------------------------------- what the transport says
 
@@ -195,6 +197,21 @@ class Resolver:
         peer = connection.peer
         base = peer_resolution(peer) if peer is not None else NO_PEER
         return make_resolution(base.client, base.peer, base.source, (), None, toa)
+
+    def stripped(self, resolution: Resolution) -> None:
+        """Called when an untrusted peer's forwarding headers were removed: a peer in
+        private or loopback space is most likely a proxy missing from
+        ``trusted_proxies`` (or a container runtime's gateway); say so, once."""
+        client = resolution.client
+        if client is not None and is_local(client[0]):
+            self._once(
+                logging.WARNING,
+                "realip: a peer in private or loopback address space (%s) sent forwarding headers, and realip "
+                "removed them because it is not in trusted_proxies. If it is your proxy, add its address to "
+                "trusted_proxies (REALIP_TRUSTED_PROXIES); if it is a container runtime's NAT gateway or userland "
+                "proxy, the client cannot be recovered here (see docs/proxies.md). Said once.",
+                client[0],
+            )
 
     # ----------------------------------------------------------- what a trusted proxy says
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ._log import Once
-from .address import is_local
 from .config import Settings
 from .connection import ConnectionResolver
 from .core import Resolver, cut_header, peer_resolution
@@ -237,15 +236,7 @@ class EnvironResolver:
                 del environ[name]
                 if recorder is not None:
                     recorder.stripped(name)
-        if resolution.client is not None and is_local(resolution.client[0]):
-            self._once(
-                logging.WARNING,
-                "realip: a peer in private or loopback address space (%s) sent forwarding headers, and realip "
-                "removed them because it is not in trusted_proxies. If it is your proxy, add its address to "
-                "trusted_proxies (REALIP_TRUSTED_PROXIES); if it is a container runtime's NAT gateway or userland "
-                "proxy, the client cannot be recovered here (see docs/proxies.md). Said once.",
-                resolution.client[0],
-            )
+        self.resolver.stripped(resolution)
 
 
 class ConnectionLookup:
@@ -279,18 +270,25 @@ class ConnectionLookup:
                 break
         else:
             return self._without_socket(environ, facts)
+        found = self._remembered(sock)
+        if found is None:
+            found = self._remember(sock, self._facts(self.resolver.resolve(sock, facts.resolution.peer), facts))
+        return found
+
+    def _remembered(self, sock: object) -> PeerFacts | None:
+        """The facts kept for this connection's socket, if any."""
         try:
-            found = self._sockets.get(sock)
-        except TypeError:  # not weakly referenceable (a server's stand-in): asked every time
-            found = None
-        if found is not None:
-            return found
-        found = self._facts(self.resolver.resolve(sock, facts.resolution.peer), facts)
+            return self._sockets.get(sock)
+        except TypeError:  # not weakly referenceable (a server's stand-in): nothing kept
+            return None
+
+    def _remember(self, sock: object, facts: PeerFacts) -> PeerFacts:
+        """Keep ``facts`` for as long as the connection's socket lives."""
         try:  # noqa: SIM105 - not weakly referenceable: nothing kept
-            self._sockets[sock] = found
+            self._sockets[sock] = facts
         except TypeError:
             pass
-        return found
+        return facts
 
     def _facts(self, answer: Resolution, facts: PeerFacts) -> PeerFacts:
         if answer is CONNECTION_GONE:
@@ -317,12 +315,7 @@ class ConnectionLookup:
         """
         sock = environ.get("gunicorn.socket") or environ.get("gunicorn.sock")
         if "PROXY_PROTOCOL" not in environ:
-            if sock is None:
-                return None
-            try:
-                return self._sockets.get(sock)
-            except TypeError:  # not weakly referenceable: nothing kept
-                return None
+            return None if sock is None else self._remembered(sock)
         self.proxy_protocol_seen = True
         recorder = METRICS.recorder
         if recorder is not None:
@@ -336,12 +329,7 @@ class ConnectionLookup:
                 hops = (base.client[0],) if base.client is not None else ()
                 answer = make_resolution(found.client, base.peer, Source.PROXY_PROTOCOL, hops)
         facts = self._decider.facts_for(answer)
-        if sock is not None:
-            try:  # noqa: SIM105 - not weakly referenceable: nothing kept
-                self._sockets[sock] = facts
-            except TypeError:
-                pass
-        return facts
+        return facts if sock is None else self._remember(sock, facts)
 
     def _without_socket(self, environ: Environ, facts: PeerFacts) -> PeerFacts:
         uwsgi_fd = _uwsgi_connection_fd()
