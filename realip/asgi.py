@@ -18,6 +18,7 @@ from .config import Settings
 from .core import Resolver
 from .downstream import rewrite_asgi
 from .forwarding import FORWARDING_HEADERS, MAX_HEADER_LENGTH
+from .hints import default_gateway
 from .logcontext import bind, unbind
 from .memory import PeerFacts
 from .metrics import METRICS
@@ -89,7 +90,7 @@ class RealIPMiddleware:
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.app = app
         self.settings = settings = Settings.build(**options)
-        self._resolver = resolver = Resolver(settings)
+        self._resolver = resolver = Resolver(settings, gateway=default_gateway())
         self.memory = resolver.memory
         self._peers = resolver.memory.peers
         header = resolver.header

@@ -76,7 +76,7 @@ def cut_header(value: str) -> str:
 class Resolver:
     """Decides the client address. One per middleware, built at start-up from its :class:`~realip.config.Settings`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, gateway: str | None = None) -> None:
         self.settings = settings
         self.strategy = strategy = settings.strategy
         #: The lower-case header the strategy reads, or ``None`` (headers ignored).
@@ -103,6 +103,9 @@ class Resolver:
         self._texts = strategy._decide_texts if type(strategy) is RightmostUntrusted else None
         self._log = RateLimitedLog()
         self._once = Once()
+        #: This host's default gateway (:func:`realip.hints.default_gateway`): a peer
+        #: with that address is most likely a NAT gateway or a userland proxy.
+        self._gateway = gateway
 
     # ----------------------------------------------------------- what the transport says
 
@@ -125,7 +128,20 @@ class Resolver:
                 return self.facts_for(UNIX_PEER if unix else resolution)
             facts = self.facts_for(resolution, ask=ask)
             self.memory.peers.put(key, facts)
+            if resolution.client[0] == self._gateway and not facts.read:
+                self._gateway_peer(resolution.client[0])
         return facts
+
+    def _gateway_peer(self, host: str) -> None:
+        self._once(
+            logging.WARNING,
+            "realip: a client connected from %s, this host's default gateway: most likely a container "
+            "runtime's NAT gateway or userland proxy (Docker's bridge, docker-proxy), which hides every "
+            "client's address before the request arrives. realip cannot recover it here: use host "
+            "networking, PROXY protocol from the load balancer, or a proxy that adds X-Forwarded-For "
+            "(and trust it). Said once (docs/troubleshooting.md).",
+            host,
+        )
 
     def connection_facts(self, answer: Resolution) -> PeerFacts:
         """What is decided about a server integration's connection answer (TOA, PROXY

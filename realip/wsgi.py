@@ -20,6 +20,7 @@ from .connection import ConnectionResolver
 from .core import Resolver, cut_header, peer_resolution
 from .downstream import rewrite_wsgi
 from .forwarding import FORWARDING_HEADERS
+from .hints import default_gateway
 from .logcontext import bind, unbind
 from .memory import PeerFacts
 from .metrics import METRICS
@@ -117,7 +118,7 @@ class EnvironResolver:
     """Decide and apply the answer for one WSGI environ (shared with Django)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.resolver = resolver = Resolver(settings)
+        self.resolver = resolver = Resolver(settings, gateway=default_gateway())
         self.connection = ConnectionLookup(ConnectionResolver.from_settings(settings), resolver)
         header = resolver.header
         self.key = _environ_key(header) if header is not None else None
