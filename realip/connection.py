@@ -39,7 +39,7 @@ from .toa import socket_family as toa_socket_family
 from .toa import unavailable_reason as toa_unavailable_reason
 from .toa import virtual_server as toa_virtual_server
 
-__all__ = ["CONNECTION_GONE", "DEFAULT_TOA_PEERS", "UNIX_PEER", "ConnectionResolver"]
+__all__ = ["CONNECTION_GONE", "DEFAULT_TOA_PEERS", "UNIX_PEER", "ConnectionResolver", "proxy_header_read_by_server"]
 
 #: Seconds a peer has to send its whole PROXY protocol header before the
 #: connection is closed (HAProxy's own receivers use a few seconds too).
@@ -53,6 +53,24 @@ RECHECK_AFTER: Final = 60.0
 
 #: Says once per process that the shim is missing (many resolvers may be built).
 _SHIM_MISSING: Final = Once()
+
+
+def proxy_header_read_by_server(base: Resolution, client: tuple[object, object] | None) -> Resolution:
+    """The connection's answer when the server itself read a PROXY header and
+    reports only the client it named (gunicorn's ``--proxy-protocol``).
+
+    The server checked its own allow-list (``--proxy-allow-from``): what it
+    found is believed, with the peer (``base``, the connection's own answer)
+    as the hop. ``None`` (a v2 ``LOCAL`` or v1 ``UNKNOWN`` header, such as a
+    health check) leaves the load balancer itself as the client.
+    """
+    if client is None:
+        return base
+    found = peer_resolution(client)
+    if found.client is None:
+        return base
+    hops = (base.client[0],) if base.client is not None else ()
+    return make_resolution(found.client, base.peer, Source.PROXY_PROTOCOL, hops)
 
 
 class ConnectionResolver:
@@ -249,13 +267,13 @@ class ConnectionResolver:
             if self.toa_peers.contains_text(peer_host):
                 return make_resolution((ip_text(address), port), base.peer, Source.TOA, (peer_host,), None, answer)
             # An option from a peer that is not a TOA load balancer: the peer stays the client.
-            return make_resolution(base.client, base.peer, base.source, (), None, answer)
+            return base._replace(toa=answer)
         if status is TOAStatus.NONE:
             if answer.rewritten_by_kernel:
                 # The module wrote this peer address from a TCP option (IPv4 TOA, or NAT64
                 # on an AF_INET6 listener): nothing on the wire vouched for it.
                 return self._rewritten_peer(sock, base, answer)
-            return make_resolution(base.client, base.peer, base.source, (), None, self._vtoa_metadata(sock, answer))
+            return base._replace(toa=self._vtoa_metadata(sock, answer))
         if status is TOAStatus.NO_MODULE:
             modules = self._toa_modules()
             if modules:
@@ -275,7 +293,7 @@ class ConnectionResolver:
                 "NAT64 clients will show as the load balancer. Asking again every %.0fs. See `realip doctor`.",
                 self.recheck_after,
             )
-            return make_resolution(base.client, base.peer, base.source, (), None, answer)
+            return base._replace(toa=answer)
         if status is TOAStatus.UNAVAILABLE:
             self._module_absent_until = float("inf")
             return base
@@ -283,7 +301,7 @@ class ConnectionResolver:
             logger.debug("realip: connection from %s reset before its TOA lookup: not served", peer_host)
             return CONNECTION_GONE
         self._errors.warning("unexpected TOA lookup error", f"errno {answer.errno} for peer {peer_host}")
-        return make_resolution(base.client, base.peer, base.source, (), None, answer)
+        return base._replace(toa=answer)
 
     # ---- helpers of _ask: the interfaces besides the lookup (docs/vendors/index.md)
 
@@ -345,7 +363,7 @@ class ConnectionResolver:
             and client[1] in (0, balancer[1])  # uWSGI reports no port
         ):
             # The peer the server reported is the one that connected: nothing rewritten.
-            return make_resolution(base.client, base.peer, base.source, (), None, self._vtoa_metadata(sock, answer))
+            return base._replace(toa=self._vtoa_metadata(sock, answer))
         answer = self._vtoa_metadata(
             sock, TOAAnswer(answer.status, answer.address, answer.port, answer.errno, interface, balancer)
         )

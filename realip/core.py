@@ -212,7 +212,7 @@ class Resolver:
             return connection
         peer = connection.peer
         base = peer_resolution(peer) if peer is not None else NO_PEER
-        return make_resolution(base.client, base.peer, base.source, (), None, toa)
+        return base._replace(toa=toa)
 
     def stripped(self, resolution: Resolution) -> None:
         """Called when an untrusted peer's forwarding headers were removed: a peer in
@@ -286,10 +286,7 @@ class Resolver:
                 # A trusted proxy that sent no header (its own health check, say)
                 # is the client: nothing was forged and nothing is wrong.
                 return base
-            return make_resolution(
-                base.client, base.peer, base.source, base.hops, error, base.toa, base.proxy_protocol, base.scheme,
-                base.host, base.server_port, base.prefix,
-            )  # fmt: skip
+            return base._replace(error=error)
         hops = decision_hops
         if base.client is not None:
             hops += (base.client[0],)

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from ._log import Once
 from .config import Settings
-from .connection import ConnectionResolver
+from .connection import ConnectionResolver, proxy_header_read_by_server
 from .core import Resolver, cut_header, peer_resolution
 from .downstream import rewrite_wsgi
 from .forwarding import FORWARDING_HEADERS
@@ -24,7 +24,7 @@ from .hints import default_gateway
 from .logcontext import bind, unbind
 from .memory import PeerFacts
 from .metrics import METRICS
-from .result import CONNECTION_GONE, Resolution, Source, make_resolution
+from .result import CONNECTION_GONE, Resolution
 from .servers._unsupported import detect as detect_unsupported
 
 __all__ = ["EnvironResolver", "RealIPWSGIMiddleware"]
@@ -321,14 +321,9 @@ class ConnectionLookup:
         recorder = METRICS.recorder
         if recorder is not None:
             recorder.proxy_accepted()
-        client = environ.get("REMOTE_ADDR")
-        base = peer_resolution(_socket_peer(sock))
-        answer = base
-        if client is not None:  # else LOCAL / UNKNOWN: the load balancer itself
-            found = peer_resolution((client, environ.get("REMOTE_PORT")))
-            if found.client is not None:
-                hops = (base.client[0],) if base.client is not None else ()
-                answer = make_resolution(found.client, base.peer, Source.PROXY_PROTOCOL, hops)
+        client = environ.get("REMOTE_ADDR")  # None for LOCAL / UNKNOWN: the load balancer itself
+        found = (client, environ.get("REMOTE_PORT")) if client is not None else None
+        answer = proxy_header_read_by_server(peer_resolution(_socket_peer(sock)), found)
         facts = self._decider.facts_for(answer)
         return facts if sock is None else self._remember(sock, facts)
 

@@ -16,10 +16,9 @@ from typing import Any, Final
 
 from .._log import RateLimitedLog
 from ..config import connection_options_from_env
-from ..connection import CONNECTION_GONE, ConnectionResolver
-from ..core import peer_resolution
+from ..connection import CONNECTION_GONE, ConnectionResolver, proxy_header_read_by_server
 from ..proxy_protocol import ProxyProtocolError, ProxyProtocolReader
-from ..result import Resolution, Source, make_resolution
+from ..result import Resolution
 
 __all__ = [
     "CLOSE",
@@ -165,21 +164,3 @@ def publish(scope: MutableMapping[str, Any], answer: Resolution) -> None:
         extensions["realip.connection"] = answer
     if answer.client is not None:
         scope["client"] = answer.client
-
-
-def proxy_header_read_by_server(base: Resolution, client: tuple[str, int] | None) -> Resolution:
-    """The connection's answer when the server itself read a PROXY header and
-    reports only the client it named (gunicorn's ``--proxy-protocol``).
-
-    The server checked its own allow-list (``--proxy-allow-from``): what it
-    found is believed, with the peer (``base``, the connection's own answer)
-    as the hop. ``None`` (a v2 ``LOCAL`` or v1 ``UNKNOWN`` header, such as a
-    health check) leaves the load balancer itself as the client.
-    """
-    if client is None:
-        return base
-    found = peer_resolution(client)
-    if found.client is None:
-        return base
-    hops = (base.client[0],) if base.client is not None else ()
-    return make_resolution(found.client, base.peer, Source.PROXY_PROTOCOL, hops)
