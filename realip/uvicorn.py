@@ -37,14 +37,12 @@ try:
 except ImportError as exc:
     raise ImportError(f"realip.uvicorn needs uvicorn ({exc}): pip install 'realip[uvicorn]'", name=exc.name) from exc
 
-from ._log import Once, RateLimitedLog
+from ._log import Once
 from .address import IPNetwork
-from .config import connection_options_from_env
-from .connection import CONNECTION_GONE, DEFAULT_TOA_PEERS, ConnectionResolver
+from .connection import DEFAULT_TOA_PEERS, ConnectionResolver
 from .errors import ConfigError
-from .metrics import METRICS
-from .proxy_protocol import ProxyProtocolError, ProxyProtocolReader
-from .result import Resolution
+from .result import CONNECTION_GONE, Resolution
+from .servers._connection import CLOSE, READ_HEADER, ConnectionStart, default_resolver, publish
 
 __all__ = [  # noqa: F822 - the WebSocket classes are built on first access (module __getattr__)
     "AutoHTTPProtocol",
@@ -57,7 +55,6 @@ __all__ = [  # noqa: F822 - the WebSocket classes are built on first access (mod
     "protocols",
 ]
 
-_errors = RateLimitedLog()
 _once = Once()
 
 
@@ -74,11 +71,7 @@ class ConnectionApp:
         # A plain function returning the app's coroutine, which the protocol awaits
         # (``await app(scope, receive, send)`` in uvicorn's run_asgi): no coroutine of
         # its own per request. Only uvicorn's protocols ever call it.
-        extensions = scope.get("extensions")
-        if extensions is None:
-            scope["extensions"] = {"realip.connection": self.resolution}
-        else:
-            extensions["realip.connection"] = self.resolution
+        publish(scope, self.resolution)
         return self.app(scope, receive, send)  # type: ignore[no-any-return]
 
 
@@ -93,7 +86,7 @@ class _ConnectionMixin:
     def _realip_resolver(cls) -> ConnectionResolver:
         resolver = cls.realip
         if resolver is None:
-            resolver = _default_resolver()
+            resolver = default_resolver()  # built in the worker process, from REALIP_* variables
         return resolver
 
     def _realip_resolve(self, transport: asyncio.BaseTransport) -> Resolution:
@@ -121,9 +114,9 @@ class _ConnectionMixin:
 
 
 class _HTTPMixin(_ConnectionMixin):
-    _realip_reader: ProxyProtocolReader | None = None
+    #: The connection's start while its PROXY header is being read (realip.servers).
+    _realip_start: ConnectionStart | None = None
     _realip_deadline: asyncio.TimerHandle | None = None
-    _realip_base: Resolution
     #: The ``data_received`` that ``super()`` finds from here, looked up once per class:
     #: it is called for every read of every connection, and ``super()`` costs a lookup.
     _realip_next_data_received: ClassVar[Any] = None
@@ -160,68 +153,45 @@ class _HTTPMixin(_ConnectionMixin):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         _nodelay(transport)
-        base = self._realip_resolve(transport)
-        if base is CONNECTION_GONE:
-            # Reset before it could be asked about: the client cannot read an answer, and the
-            # load balancer's address must not stand in for it. Nothing reaches the app.
+        start = ConnectionStart(
+            self._realip_resolver(),
+            transport.get_extra_info("socket"),
+            self.client,
+            unix=getattr(self, "server", None) is None,
+        )
+        if start.state == CLOSE:  # reset before it could be asked about, or a peer refused: nothing runs
             transport.close()
-            return
-        resolver = self._realip_resolver()
-        expects = resolver.expects_proxy_header(base)
-        if expects is None:
-            recorder = METRICS.recorder
-            if recorder is not None:
-                recorder.proxy_refused("peer-not-allowed")
-            _errors.warning("connection closed: peer may not send a PROXY header", str(self.client and self.client[0]))
-            transport.close()
-            return
-        if expects:
-            # Hold everything back from the HTTP parser until the header is complete.
-            self._realip_base = base
-            self._realip_reader = resolver.proxy_header_reader()
+        elif start.state == READ_HEADER:  # hold everything back from the HTTP parser until the header is read
+            self._realip_start = start
             loop = asyncio.get_running_loop()
-            self._realip_deadline = loop.call_later(resolver.proxy_protocol_timeout, self._realip_too_slow, transport)
-            return
-        self._realip_apply(transport, base)
+            self._realip_deadline = loop.call_later(start.timeout, self._realip_too_slow, transport)
+        else:
+            self._realip_apply(transport, start.answer)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
-        reader = self._realip_reader
-        if reader is None:
+        start = self._realip_start
+        if start is None:
             self._realip_next_data_received(data)
             return
-        transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
-        try:
-            header = reader.feed(data)
-        except ProxyProtocolError as exc:
-            self._realip_abort(transport, "malformed PROXY header", str(exc), "malformed")
-            return
-        if header is None:
+        state = start.feed(data)
+        if state == READ_HEADER:
             return  # need more: the deadline is still running
-        self._realip_reader = None
+        self._realip_start = None
         self._realip_cancel_deadline()
-        recorder = METRICS.recorder
-        if recorder is not None:
-            recorder.proxy_accepted()
-        self._realip_apply(transport, self._realip_resolver().from_proxy_header(header, self._realip_base))
-        rest = reader.rest
-        if rest:
-            super().data_received(rest)  # type: ignore[misc]
+        transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
+        if state == CLOSE:  # nothing of this connection reaches the application
+            transport.close()
+            return
+        self._realip_apply(transport, start.answer)  # type: ignore[arg-type]
+        if start.rest:
+            super().data_received(start.rest)  # type: ignore[misc]
 
     def _realip_too_slow(self, transport: asyncio.BaseTransport) -> None:
-        if self._realip_reader is not None:
-            self._realip_abort(
-                transport, "PROXY header not complete in time", str(self.client and self.client[0]), "timeout"
-            )
-
-    def _realip_abort(self, transport: asyncio.BaseTransport, reason: str, detail: str, metric: str) -> None:
-        # Nothing of this connection reaches the application.
-        recorder = METRICS.recorder
-        if recorder is not None:
-            recorder.proxy_refused(metric)
-        self._realip_reader = None
-        self._realip_cancel_deadline()
-        _errors.warning(f"connection closed: {reason}", detail)
-        transport.close()
+        start = self._realip_start
+        if start is not None:
+            start.too_slow()
+            self._realip_start = None
+            transport.close()
 
     def _realip_cancel_deadline(self) -> None:
         if self._realip_deadline is not None:
@@ -289,17 +259,6 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
     if sock is not None and sock.family == socket.AF_UNIX:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-_default: ConnectionResolver | None = None
-
-
-def _default_resolver() -> ConnectionResolver:
-    # Built on first use, in the worker process, from REALIP_* variables.
-    global _default
-    if _default is None:
-        _default = ConnectionResolver(**connection_options_from_env())
-    return _default
 
 
 class H11Protocol(_HTTPMixin, _H11Protocol):

@@ -17,6 +17,7 @@ from typing import Any, Final
 from .._log import RateLimitedLog
 from ..config import connection_options_from_env
 from ..connection import CONNECTION_GONE, ConnectionResolver, proxy_header_read_by_server
+from ..metrics import METRICS
 from ..proxy_protocol import ProxyProtocolError, ProxyProtocolReader
 from ..result import Resolution
 
@@ -94,9 +95,12 @@ class ConnectionStart:
             return
         expects = resolver.expects_proxy_header(base)
         if expects is None:
-            self._close("peer may not send a PROXY header")
+            self._close("peer may not send a PROXY header", metric="peer-not-allowed")
         elif expects and tls:
-            self._close("a PROXY header is due, but this is a TLS listener (terminate TLS at the load balancer)")
+            self._close(
+                "a PROXY header is due, but this is a TLS listener (terminate TLS at the load balancer)",
+                metric="peer-not-allowed",
+            )
         elif expects:
             self.state = READ_HEADER
             self._reader = resolver.proxy_header_reader()
@@ -121,11 +125,14 @@ class ConnectionStart:
         try:
             header = reader.feed(data)
         except ProxyProtocolError as exc:
-            self._close("malformed PROXY header", str(exc))
+            self._close("malformed PROXY header", str(exc), metric="malformed")
             return CLOSE
         if header is None:
             return READ_HEADER
         self._reader = None
+        recorder = METRICS.recorder
+        if recorder is not None:
+            recorder.proxy_accepted()
         self.answer = self._resolver.from_proxy_header(header, self._base)
         self.rest = reader.rest
         self.state = SERVE
@@ -134,16 +141,20 @@ class ConnectionStart:
     def too_slow(self) -> None:
         """The timer ran out: close a connection whose header is not complete."""
         if self.state == READ_HEADER:
-            self._close("PROXY header not complete in time")
+            self._close("PROXY header not complete in time", metric="timeout")
 
     def ended(self) -> None:
         """The peer went away before its header was complete: nothing to log."""
         self._reader = None
         self.state = CLOSE
 
-    def _close(self, reason: str, detail: str | None = None) -> None:
+    def _close(self, reason: str, detail: str | None = None, *, metric: str) -> None:
+        """Close, log why (rate-limited) and count it (``metric``: one of ``realip.metrics.PROXY_REFUSALS``)."""
         self._reader = None
         self.state = CLOSE
+        recorder = METRICS.recorder
+        if recorder is not None:
+            recorder.proxy_refused(metric)
         if detail is None:
             client = self._base.client
             detail = client[0] if client is not None else str(self._base.peer)
