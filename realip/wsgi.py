@@ -9,6 +9,7 @@ answer (TOA; remembered per socket) -> for a trusted proxy, its header ->
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -259,6 +260,7 @@ class ConnectionLookup:
         #: Set once gunicorn has parsed a PROXY header in this process: from then on,
         #: requests without one are looked up by socket (before it: no cost at all).
         self.proxy_protocol_seen = False
+        self._said_without_socket = False
         self._once = Once()
 
     def ask(self, environ: Environ, facts: PeerFacts) -> PeerFacts:
@@ -331,6 +333,9 @@ class ConnectionLookup:
         uwsgi_fd = _uwsgi_connection_fd()
         if uwsgi_fd is not None:
             return self._facts(self.resolver.resolve(uwsgi_fd, facts.resolution.peer), facts)
+        if self._said_without_socket:  # said once; nothing more to do per request
+            return facts
+        self._said_without_socket = True
         limitation = detect_unsupported(environ=environ)
         instead = limitation.instead if limitation is not None else "gunicorn, Werkzeug, uWSGI --http-socket, uvicorn"
         self._once(
@@ -339,14 +344,6 @@ class ConnectionLookup:
             "NAT64 clients will show as the load balancer. Instead: %s (see docs/servers.md).",
             environ.get("SERVER_SOFTWARE", "unknown"),
             instead,
-        )
-        return facts
-        self._once(
-            logging.WARNING,
-            "realip: TOA lookup needs the connection's socket, and this server (%s) does not expose it; "
-            "NAT64 clients will show as the load balancer. Servers that do: gunicorn, Werkzeug, uWSGI "
-            "--http-socket, uvicorn (see docs/toa.md).",
-            environ.get("SERVER_SOFTWARE", "unknown"),
         )
         return facts
 
@@ -375,10 +372,19 @@ def _unix_listener(environ: Environ) -> bool:
     return not (port.isdigit() and int(port) > 0)
 
 
-def _uwsgi_connection_fd() -> int | None:
+@functools.cache
+def _uwsgi() -> Any:
+    """The ``uwsgi`` module, importable only inside uWSGI; looked for once per process."""
     try:
         import uwsgi  # only importable inside uWSGI
     except ImportError:
+        return None
+    return uwsgi
+
+
+def _uwsgi_connection_fd() -> int | None:
+    uwsgi = _uwsgi()
+    if uwsgi is None:
         return None
     try:
         return int(uwsgi.connection_fd())
