@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from operator import itemgetter
 from typing import Any, Final
 
+from ._context import BINDING
+from ._context import current as log_context
 from ._log import Once
 from .config import Settings
 from .core import Resolver
 from .downstream import rewrite_asgi
 from .forwarding import FORWARDING_HEADERS, MAX_HEADER_LENGTH
 from .hints import default_gateway
-from .logcontext import bind, unbind
 from .memory import PeerFacts
 from .metrics import METRICS
 from .result import Resolution
@@ -33,7 +33,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WEBSOCKET_SCHEMES: Final = {"http": "ws", "https": "wss"}
-_name_of: Final = itemgetter(0)
+#: The scope types realip handles: every other one (lifespan...) passes through untouched.
+_REQUEST_SCOPES: Final = frozenset({"http", "websocket"})
 #: Header bytes beyond which nothing is looked at (see :func:`realip.core.cut_header`).
 _WINDOW: Final = MAX_HEADER_LENGTH + 1
 
@@ -118,32 +119,39 @@ class RealIPMiddleware:
         self._notice_pending = settings.toa  # say once that TOA needs the server integration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope_type = scope["type"]
-        if scope_type != "http" and scope_type != "websocket":
+        if scope["type"] not in _REQUEST_SCOPES:  # lifespan, and anything unknown, pass through
             await self.app(scope, receive, send)
             return
-        extensions = scope["extensions"] if "extensions" in scope else None  # noqa: SIM401 - cheaper than .get()
-        connection = extensions.get("realip.connection") if extensions is not None else None
-        if connection is None:
+        extensions = scope.get("extensions")
+        connection = extensions.get("realip.connection") if extensions else None
+        if connection is None:  # what the server reported: facts remembered per peer host
+            client = scope.get("client")
             try:
-                facts = self._peers.get(scope.get("client"))
-            except TypeError:  # a server that reports a list
+                facts = self._peers.get(client[0])  # type: ignore[index]
+            except (TypeError, KeyError, IndexError):  # no address, or not a pair
                 facts = None
-            if facts is None:  # a new peer (a miss is a None, never a raised KeyError)
+            if facts is None:  # a new host (a miss is a None, never a raised KeyError)
                 facts = self._new_peer(scope)
+            current = facts.current
+            if current[0] is not client and current[0] != client:  # not the connection of last time
+                current = self._connection(scope, facts, client)
+            base = current[1]
         else:  # the connection's answer (TOA, PROXY protocol) from a realip server integration
             facts = self._resolver.connection_facts(connection)
+            base = facts.current[1]
         if facts.read:  # a trusted proxy: its header decides
-            resolution = self._read(scope, facts) if self._plain else self._read_all(scope, facts)
+            resolution = self._read(scope, facts, base) if self._plain else self._read_all(scope, base)
             if resolution is None:
                 await _reject(scope, send)
                 return
         else:
-            resolution = facts.resolution
+            resolution = base
             if facts.strip:  # anyone else: what it says about itself is removed
-                headers = scope.get("headers", ())
-                if not self._strip_names.isdisjoint(map(_name_of, headers)):
-                    self._strip(scope, headers, resolution)
+                names = self._strip_names
+                for name, _ in scope.get("headers", ()):
+                    if name in names:
+                        self._strip(scope, resolution)
+                        break
         client = resolution.client
         if client is not None:
             scope["client"] = client
@@ -156,13 +164,16 @@ class RealIPMiddleware:
         recorder = METRICS.recorder
         if recorder is not None:
             recorder.answer(resolution.source)
-        token = bind(resolution)
-        try:
+        if BINDING.on:  # something reads the log context (realip.logcontext is imported)
+            token = log_context.set(resolution)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                log_context.reset(token)
+        else:
             await self.app(scope, receive, send)
-        finally:
-            unbind(token)
 
-    def _read(self, scope: Scope, facts: PeerFacts) -> Resolution | None:
+    def _read(self, scope: Scope, facts: PeerFacts, base: Resolution) -> Resolution | None:
         """A trusted proxy's header, when it alone decides; ``None``: reject the request."""
         header = self._header
         found = more = None
@@ -176,13 +187,13 @@ class RealIPMiddleware:
                     more.append(v)
         if more is not None:
             found = b",".join(more)
+        if found is None:
+            found = b""
         last = facts.last
-        if last is not None and last[0] == found:  # the keep-alive case: the same text as last time
-            return last[1]
-        text = _text(found)
-        resolution = self._resolver.read(facts, text)
+        if last is not None and last[0] == found and last[1].peer is base.peer:
+            return last[1]  # the keep-alive case: the same text as last time, on the same connection
+        resolution = self._resolver.read_header(facts, base, found)
         if resolution.error is None:
-            facts.remember(found, resolution, len(text))
             return resolution
         recorder = METRICS.recorder
         if recorder is not None:
@@ -192,14 +203,14 @@ class RealIPMiddleware:
             return None
         return resolution
 
-    def _read_all(self, scope: Scope, facts: PeerFacts) -> Resolution | None:
+    def _read_all(self, scope: Scope, base: Resolution) -> Resolution | None:
         """A trusted proxy's header, with what else it sends (scheme, host, port, prefix,
         a CDN's own header); ``None``: reject."""
         headers = scope["headers"]
         resolver = self._resolver
         client = _header_text(headers, self._client_header) if self._client_header else ""
         resolution = resolver.read(
-            facts,
+            base,
             _header_text(headers, self._header),  # type: ignore[arg-type]
             _header_text(headers, self._proto) if self._proto else None,
             _header_text(headers, self._host) if self._host else None,
@@ -233,8 +244,9 @@ class RealIPMiddleware:
                 scope["raw_path"] = prefix.encode("ascii") + raw_path
         return resolution
 
-    def _strip(self, scope: Scope, headers: Any, resolution: Resolution) -> None:
+    def _strip(self, scope: Scope, resolution: Resolution) -> None:
         names = self._strip_names
+        headers = scope["headers"]
         scope["headers"] = [(k, v) for k, v in headers if k not in names]
         recorder = METRICS.recorder
         if recorder is not None:
@@ -244,19 +256,26 @@ class RealIPMiddleware:
         self._resolver.stripped(resolution)
 
     def _new_peer(self, scope: Scope) -> PeerFacts:
-        """Facts about a peer not seen before (or one without an address, never remembered)."""
+        """Facts about a peer host not seen before (or a peer without an address, never remembered)."""
         if self._notice_pending:  # checked on a new peer only: the first request is one
             self._no_integration(scope)
         client = scope.get("client")
-        # No address: a Unix-socket peer only if the listener is one (uvicorn reports no server
-        # address for it, or a path); a TCP connection whose peer is already gone (reset before
-        # getpeername()) also has none, and is never trusted.
-        server = scope.get("server")
-        unix = server is None or len(server) < 2 or server[1] is None
-        facts = self._resolver.peer_facts(client, unix=unix)
-        if client is not None and len(client) == 2 and client[1] == 0 and facts.resolution.client is not None:
+        facts = self._resolver.new_peer(client)
+        if facts is None:
+            # No address: a Unix-socket peer only if the listener is one (uvicorn reports no server
+            # address for it, or a path); a TCP connection whose peer is already gone (reset before
+            # getpeername()) also has none, and is never trusted.
+            server = scope.get("server")
+            return self._resolver.unaddressed(client, unix=server is None or len(server) < 2 or server[1] is None)
+        if client[1] == 0:  # type: ignore[index] # an address: a pair
             self._check_rewritten_by_server(scope)
         return facts
+
+    def _connection(self, scope: Scope, facts: PeerFacts, client: Any) -> tuple[object, Resolution, bool]:
+        """Another connection from a known peer host: its own answer from the transport."""
+        if client[1] == 0:
+            self._check_rewritten_by_server(scope)
+        return self._resolver.connection(facts, client)
 
     def _check_rewritten_by_server(self, scope: Scope) -> None:
         """Warn once when the server already took the client from a header.

@@ -24,6 +24,7 @@ only if it was seen on the wire, by this kernel or by a trusted load balancer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from string import ascii_letters, digits
 from typing import Final, Literal, cast
 
@@ -33,6 +34,8 @@ from .config import Settings
 from .forwarding import MAX_HEADER_LENGTH, parse_host, snippet
 from .memory import CACHE_SIZE, CACHED_TEXT_LENGTH, HOSTS, BoundedCache, Memory, PeerFacts
 from .result import NO_PEER, UNIX_PEER, Resolution, Source, make_resolution
+
+_new_tuple = tuple.__new__
 from .strategies import MISSING, ClientHeaderStrategy, Decision, RightmostUntrusted
 
 __all__ = [
@@ -106,31 +109,88 @@ class Resolver:
         #: This host's default gateway (:func:`realip.hints.default_gateway`): a peer
         #: with that address is most likely a NAT gateway or a userland proxy.
         self._gateway = gateway
+        #: Whether the adapter asks the connection about this (normalised) peer (TOA;
+        #: set by the WSGI adapter): ``PeerFacts.ask``.
+        self.may_ask: Callable[[tuple[str, int]], bool] | None = None
 
     # ----------------------------------------------------------- what the transport says
 
     def peer_facts(self, peer: object, *, unix: bool = False, ask: bool = False) -> PeerFacts:
-        """What is decided about a socket peer, as the server reported it.
+        """What is decided about a socket peer, as the server reported it, with this
+        connection as the current one (``facts.current``).
 
         ``peer`` is ``scope["client"]`` (a tuple or list) or, under WSGI,
         ``(REMOTE_ADDR, REMOTE_PORT)``; ``None`` or a non-address is a peer
         without an address, which is a Unix-socket peer only when ``unix`` says
-        the listener is one. ``ask``: the adapter may ask the connection about
-        this peer (TOA). Remembered per peer, except peers without an address.
+        the listener is one. ``ask``: ask the connection about it (TOA) whatever
+        :attr:`may_ask` says. Remembered per host, except peers without an address.
         """
-        if peer is None:
-            return self.facts_for(UNIX_PEER if unix else NO_PEER)
-        key = tuple(peer) if isinstance(peer, list) else peer
-        facts: PeerFacts | None = self.memory.peers.get(key)
+        facts = self.known_peer(peer)
         if facts is None:
-            resolution = peer_resolution(key)
-            if resolution.client is None:
-                return self.facts_for(UNIX_PEER if unix else resolution)
-            facts = self.facts_for(resolution, ask=ask)
-            self.memory.peers.put(key, facts)
-            if resolution.client[0] == self._gateway and not facts.read:
-                self._gateway_peer(resolution.client[0])
+            facts = self.new_peer(peer)
+            if facts is None:
+                return self.unaddressed(peer, unix=unix)
+        if ask and not facts.current[2]:
+            facts.current = (*facts.current[:2], True)
         return facts
+
+    def known_peer(self, peer: object) -> PeerFacts | None:
+        """The facts of a peer whose host is remembered, with this connection current; else ``None``."""
+        try:
+            facts: PeerFacts | None = self.memory.peers.get(peer[0])  # type: ignore[index]
+        except (TypeError, KeyError, IndexError):  # None, not a pair, not hashable
+            return None
+        if facts is not None and facts.current[0] != peer:
+            self.connection(facts, peer)
+        return facts
+
+    def connection(self, facts: PeerFacts, peer: object) -> tuple[object, Resolution, bool]:
+        """The transport's answer for another connection from a remembered host, as
+        ``facts.current`` (which it becomes): ``peer`` as the server reported it, a pair
+        of a host and a port (an int, or text under WSGI; missing or unreadable: 0)."""
+        host: object
+        port: object
+        host, port = peer  # type: ignore[misc]
+        if type(port) is not int:
+            port = _port(port)
+        pair = peer if type(peer) is tuple and type(peer[1]) is int else (host, port)
+        ask = self.may_ask is not None and self.may_ask((facts.client_host, port))  # type: ignore[arg-type]
+        return facts.connection(peer, pair, ask)
+
+    def new_peer(self, peer: object) -> PeerFacts | None:
+        """The facts of a peer whose host is not remembered yet, remembered (per host),
+        with this connection current; ``None`` when it is not an address."""
+        host: object
+        try:
+            host, _ = peer  # type: ignore[misc]
+            hash(host)
+        except (TypeError, ValueError):  # not a pair, not hashable
+            return None
+        base = peer_resolution((host, 0))
+        if base.client is None:
+            return None
+        canonical = base.client[0]
+        read = self.header is not None and self.trusts(base)
+        if canonical == self._gateway and not read:
+            self._gateway_peer(canonical)
+        facts = PeerFacts(
+            base,
+            read,
+            not read and self._strip,
+            remote_addr=canonical if canonical != host else None,
+            source=base.source,
+        )
+        self.connection(facts, peer)
+        self.memory.peers.put(host, facts)
+        return facts
+
+    def unaddressed(self, peer: object, *, unix: bool) -> PeerFacts:
+        """The facts of a peer without an address (never remembered): a Unix-socket peer
+        when ``unix`` says the listener is one; otherwise a TCP connection whose peer is
+        gone (reset before ``getpeername()``) or a server's quirk, never trusted."""
+        if unix:
+            return self.facts_for(UNIX_PEER, key=peer)
+        return self.facts_for(NO_PEER if peer is None else make_resolution(None, peer, Source.PEER), key=peer)  # type: ignore[arg-type]
 
     def _gateway_peer(self, host: str) -> None:
         self._once(
@@ -153,20 +213,16 @@ class Resolver:
         self.memory.connections.put(id(answer), (answer, facts))
         return facts
 
-    def facts_for(self, resolution: Resolution, *, ask: bool = False) -> PeerFacts:
-        """The facts of an answer (not remembered: the caller keeps them, per peer or per socket)."""
+    def facts_for(self, resolution: Resolution, *, ask: bool = False, key: object = None) -> PeerFacts:
+        """The facts of an answer (not remembered: the caller keeps them, per socket or
+        per connection answer); ``key``: the peer as the server reported it, if any."""
         read = self.header is not None and self.trusts(resolution)
         client = resolution.client
         peer = resolution.peer
-        addr = port = None
-        if (
-            client is not None
-            and peer is not None
-            and client != peer
-            and (client[0] != peer[0] or str(client[1]) != str(peer[1]))
-        ):
-            addr, port = client[0], str(client[1])  # WSGI texts to write; both, when either changed
-        return PeerFacts(resolution, read, not read and self._strip, ask, addr, port)
+        addr = None
+        if client is not None and peer is not None and client != peer and client[0] != peer[0]:
+            addr = client[0]  # the WSGI REMOTE_ADDR to write
+        return PeerFacts(resolution, read, not read and self._strip, ask, addr, key=key, source=resolution.source)
 
     def trusts(self, base: Resolution) -> bool:
         """Whether forwarding headers on this request may be believed.
@@ -231,9 +287,34 @@ class Resolver:
 
     # ----------------------------------------------------------- what a trusted proxy says
 
+    def read_header(self, facts: PeerFacts, base: Resolution, raw: str | bytes) -> Resolution:
+        """The answer when a trusted proxy's header decides the client and nothing else
+        (no extras, no CDN header): the common case, on one call.
+
+        ``raw`` is the header as the server gave it (ASGI: bytes; WSGI: text),
+        all instances joined with ``","``; only its last ``MAX_HEADER_LENGTH``
+        characters are decoded. What the strategy makes of a short text is
+        remembered per text, and the answer per connection (``facts.last``).
+        ``base`` is the transport's answer for this connection (``facts.current``).
+        """
+        if len(raw) <= CACHED_TEXT_LENGTH:  # a text no chain of proxies exceeds: remembered
+            decided: Decided | None = self.memory.decisions.get(raw)
+            if decided is None:
+                decided = self._decided(_as_text(raw))
+                self.memory.decisions.put(raw, decided)
+        else:  # never hashed, never kept; the left part beyond the window never decoded
+            decided = self._decided(_as_text(raw[-(MAX_HEADER_LENGTH + 1) :]))
+        found = self._answer(base, decided)
+        if found.error is None:
+            if len(raw) <= CACHED_TEXT_LENGTH:
+                facts.last = (raw, found)
+        else:
+            self._log.warning("forwarding header not believed", found.error)
+        return found
+
     def read(
         self,
-        facts: PeerFacts,
+        base: Resolution,
         value: str,
         proto: str | None = None,
         host: str | None = None,
@@ -242,7 +323,8 @@ class Resolver:
         prefix: str | None = None,
         client: str = "",
     ) -> Resolution:
-        """The answer once a trusted proxy's header is read (``facts.read``).
+        """The answer once a trusted proxy's header is read (``facts.read``); ``base``
+        is the transport's answer for this connection.
 
         ``value`` is the header text, all instances joined with ``","`` (``""``
         when absent), cut with :func:`cut_header`; ``proto`` / ``host`` /
@@ -252,7 +334,7 @@ class Resolver:
         strategy's :attr:`client_header` (a CDN's), cut the same way. A failure
         is logged (rate-limited).
         """
-        found = self.apply(facts.resolution, value, proto, host, port=port, prefix=prefix, client=client)
+        found = self.apply(base, value, proto, host, port=port, prefix=prefix, client=client)
         if found.error is not None:
             self._log.warning("forwarding header not believed", found.error)
         return found
@@ -280,21 +362,16 @@ class Resolver:
                 self.memory.decisions.put(value, decided)
         else:
             decided = self._decided(value)
+        if not self._extras:  # nothing but the client comes from the headers
+            return self._answer(base, decided)
         client_address, decision_hops, error, decision_proto, decision_host, named_by = decided
         if client_address is None:
-            if error is None:
-                # A trusted proxy that sent no header (its own health check, say)
-                # is the client: nothing was forged and nothing is wrong.
-                return base
-            return base._replace(error=error)
+            return base if error is None else base._replace(error=error)
         hops = decision_hops
         if base.client is not None:
             hops += (base.client[0],)
         if base.hops:
             hops += base.hops
-        if not self._extras:  # nothing but the client comes from the headers
-            return make_resolution(client_address, base.peer, named_by or self._source, hops, error, base.toa,
-                                   base.proxy_protocol)  # fmt: skip
         scheme = forwarded_host = forwarded_prefix = None
         server_port = None
         proxies = len(hops) - len(base.hops)  # the trusted proxies that handled the request
@@ -326,6 +403,23 @@ class Resolver:
         return make_resolution(client_address, base.peer, named_by or self._source, hops, error,
                                base.toa, base.proxy_protocol, scheme, forwarded_host, server_port,
                                forwarded_prefix or None)  # fmt: skip
+
+    def _answer(self, base: Resolution, decided: Decided) -> Resolution:
+        """The answer for ``base`` (a trusted proxy's) once its header is decided: the
+        client it names, the trusted proxies it passed (nearest last), or why not."""
+        client_address, decision_hops, error, _, _, named_by = decided
+        if client_address is None:
+            if error is None:
+                # A trusted proxy that sent no header (its own health check, say)
+                # is the client: nothing was forged and nothing is wrong.
+                return base
+            return base._replace(error=error)
+        client = base.client
+        hops = decision_hops + (client[0],) if client is not None else decision_hops
+        if base.hops:
+            hops += base.hops
+        return _new_tuple(Resolution, (client_address, base.peer, named_by or self._source, hops, error, base.toa,
+                                       base.proxy_protocol, None, None, None, None))  # fmt: skip
 
     def _decided(self, value: str) -> Decided:
         """What the strategy made of ``value``. Depends on nothing but ``value``: the
@@ -361,6 +455,11 @@ class Resolver:
         if cached:
             self.memory.decisions.put(key, decided)
         return decided
+
+
+def _as_text(raw: str | bytes) -> str:
+    """Header bytes as the server gave them (ASGI), as text; WSGI's are text already."""
+    return raw.decode("latin-1") if type(raw) is bytes else raw  # type: ignore[return-value]
 
 
 def _as_texts(decision: Decision, error: str | None) -> Decided:
@@ -428,6 +527,15 @@ def _pick(value: str | None, proxies: int) -> str | None:
     entries = value.split(",")
     entry = entries[-proxies] if 0 < proxies <= len(entries) else entries[0]
     return entry.strip()
+
+
+def _port(text: object) -> int:
+    """A port as a WSGI server reports it (text; uWSGI leaves it out): 0 when unknown."""
+    try:
+        port = int(text)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
+    return port if 0 <= port <= 65535 else 0
 
 
 def _host(host: str) -> tuple[str, str] | None:

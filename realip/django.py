@@ -36,9 +36,9 @@ from django.conf import settings as django_settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
+from ._context import BINDING, current
 from .config import Settings
 from .errors import ConfigError
-from .logcontext import bind, unbind
 from .metrics import METRICS
 from .wsgi import EnvironResolver
 
@@ -86,21 +86,25 @@ class RealIPMiddleware:
         rejected = self._apply(request)
         if rejected is not None:
             return rejected
-        token = bind(request.realip)
+        if not BINDING.on:  # nothing reads the log context (realip.logcontext is not imported)
+            return self.get_response(request)
+        token = current.set(request.realip)
         try:
             return self.get_response(request)
         finally:
-            unbind(token)
+            current.reset(token)
 
     async def __acall__(self, request: Any) -> Any:
         rejected = self._apply(request)
         if rejected is not None:
             return rejected
-        token = bind(request.realip)
+        if not BINDING.on:
+            return await self.get_response(request)
+        token = current.set(request.realip)
         try:
             return await self.get_response(request)
         finally:
-            unbind(token)
+            current.reset(token)
 
     def _apply(self, request: Any) -> Any:
         """Apply the answer to the request; a 400 response when it must be rejected."""

@@ -2,7 +2,8 @@
 
 realip's middlewares bind what they decided (a :class:`~realip.Resolution`) to
 the context variable :data:`current` for as long as the application handles
-the request: under asyncio each request runs in its own task, whose context is
+the request, in every process that imports this module (each way of reading
+the context does; where nothing reads it, nothing is set): under asyncio each request runs in its own task, whose context is
 its own; under threads each thread has its own context; code that hands work
 to a thread pool with ``contextvars`` (``asyncio.to_thread``, Starlette's
 ``run_in_threadpool``, asgiref's ``sync_to_async``) takes it along. Outside a
@@ -32,9 +33,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import Any, Final
 
+from . import _context
 from .result import Resolution
 
 __all__ = ["NONE", "ClientFilter", "bind", "current", "fields", "install", "structlog_processor", "unbind"]
@@ -42,8 +44,12 @@ __all__ = ["NONE", "ClientFilter", "bind", "current", "fields", "install", "stru
 #: What a record or event shows when there is no request, or no address.
 NONE: Final = "-"
 
-current = ContextVar[Resolution | None]("realip.current", default=None)
+current: Final = _context.current
 """What realip decided for the request being handled in this context, or ``None``."""
+
+#: Importing this module is how anything reads the context, so it is what makes
+#: realip's middlewares bind it: a process that never imports it pays nothing per request.
+_context.BINDING.on = True
 
 
 def bind(resolution: Resolution) -> Token[Resolution | None]:

@@ -59,18 +59,30 @@ class BoundedCache(dict):  # type: ignore[type-arg]
 
 
 class PeerFacts:
-    """Everything decided about one peer (or one connection's answer), once.
+    """Everything decided about one peer host (or one connection's answer), once.
 
-    ``resolution``: the answer from the transport alone. ``read``: it is a
-    trusted proxy, whose header decides. ``strip``: it is not, and the
-    forwarding headers it sends are removed. ``ask``: the connection may be
-    asked about (TOA; WSGI). ``remote_addr`` / ``remote_port``: the WSGI texts
-    to write, ``None`` when they are unchanged. ``last``: the keep-alive memo,
-    ``(header as last seen, its answer)``, only for short texts and answers
-    without an error.
+    ``read``: it is a trusted proxy, whose header decides. ``strip``: it is
+    not, and the forwarding headers it sends are removed. ``ask``: its
+    connections may be asked about (TOA; WSGI). ``remote_addr``: the WSGI
+    ``REMOTE_ADDR`` to write (the canonical host), ``None`` when unchanged.
+
+    ``current``: ``(key, resolution, ask)``, the answer from the transport alone
+    for the latest connection from this host, with that connection's peer as
+    the server reported it (``key``: ``scope["client"]``, or WSGI's
+    ``(REMOTE_ADDR, REMOTE_PORT)``); a keep-alive request finds its own
+    connection there, a new one makes its own (:meth:`connection`). For a
+    connection's answer (TOA, PROXY protocol), ``key`` is ``None`` and the
+    answer never changes.
+
+    ``last``: the keep-alive memo, ``(header as last seen, its answer)``, only
+    for short texts and answers without an error; it is the current
+    connection's when the answer's ``peer`` is the current resolution's.
+
+    Each is one assignment: threads serving connections from the same host see
+    an old pair or a new one, and check whose connection it is.
     """
 
-    __slots__ = ("ask", "last", "read", "remote_addr", "remote_port", "resolution", "strip")
+    __slots__ = ("ask", "client_host", "current", "last", "read", "remote_addr", "source", "strip")
 
     def __init__(
         self,
@@ -79,21 +91,42 @@ class PeerFacts:
         strip: bool,
         ask: bool = False,
         remote_addr: str | None = None,
-        remote_port: str | None = None,
+        *,
+        key: object = None,
+        source: str = "peer",
     ) -> None:
-        self.resolution = resolution
+        self.current: tuple[object, Resolution, bool] = (key, resolution, ask)
         self.read = read
         self.strip = strip
         self.ask = ask
         self.remote_addr = remote_addr
-        self.remote_port = remote_port
+        self.client_host = resolution.client[0] if resolution.client is not None else None
+        self.source = source
         self.last: tuple[object, Resolution] | None = None
+
+    @property
+    def resolution(self) -> Resolution:
+        """The answer from the transport alone, for the current connection."""
+        return self.current[1]
+
+    def connection(self, key: object, peer: tuple[str, int], ask: bool = False) -> tuple[object, Resolution, bool]:
+        """The answer for another connection from this host (``peer``, which the
+        server reported as ``key``), which becomes the current one: ``current``."""
+        client = peer if peer[0] == self.client_host else (self.client_host, peer[1])
+        resolution: Resolution = _new_tuple(
+            Resolution, (client, peer, self.source, (), None, None, None, None, None, None, None)
+        )
+        current = self.current = (key, resolution, ask)
+        return current
 
     def remember(self, header: object, answer: Resolution, length: int) -> None:
         """Keep the answer for this header, when it is short and without an error (one
         assignment: threads see the old pair or the new one)."""
         if length <= CACHED_TEXT_LENGTH and answer.error is None:
             self.last = (header, answer)
+
+
+_new_tuple = tuple.__new__
 
 
 #: Per process, shared by every middleware: host text as a server reported it ->
@@ -111,7 +144,7 @@ class Memory:
     __slots__ = ("connections", "decisions", "peers", "sockets", "trusted_hosts")
 
     def __init__(self) -> None:
-        #: peer as the server reported it (``scope["client"]``; WSGI: REMOTE_ADDR, REMOTE_PORT) -> PeerFacts
+        #: peer host as the server reported it (``scope["client"][0]``; WSGI: REMOTE_ADDR) -> PeerFacts
         self.peers = BoundedCache()
         #: id(connection answer of a server integration) -> (that answer, its PeerFacts)
         self.connections = BoundedCache()

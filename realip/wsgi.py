@@ -15,6 +15,8 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from ._context import BINDING
+from ._context import current as log_context
 from ._log import Once
 from .config import Settings
 from .connection import ConnectionResolver, proxy_header_read_by_server
@@ -22,7 +24,6 @@ from .core import Resolver, cut_header, peer_resolution
 from .downstream import rewrite_wsgi
 from .forwarding import FORWARDING_HEADERS
 from .hints import default_gateway
-from .logcontext import bind, unbind
 from .memory import PeerFacts
 from .metrics import METRICS
 from .result import CONNECTION_GONE, Resolution
@@ -81,22 +82,29 @@ class RealIPWSGIMiddleware:
         # Looked up once: cheaper to reach per request.
         self._peers = self.memory.peers
         self._peer_facts = self._apply.peer_facts
+        self._new_connection = self._apply.resolver.connection
         self._resolve = self._apply.resolve
         self._connection = self._apply.connection
         self._downstream = self.settings.downstream_headers
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if "PROXY_PROTOCOL" not in environ and not self._connection.proxy_protocol_seen:
-            facts = self._peers.get((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")))
-            if facts is None:  # a new peer
+            addr = environ.get("REMOTE_ADDR")
+            key = (addr, environ.get("REMOTE_PORT"))
+            facts = self._peers.get(addr)
+            if facts is None:  # a new peer host
                 facts = self._peer_facts(environ)
-            if not (facts.read or facts.strip or facts.ask or self._downstream):  # the peer is all there is to it
-                if facts.remote_addr is not None:
+            current = facts.current
+            if current[0] != key:  # not the connection of last time
+                current = self._new_connection(facts, key)
+            if not (facts.read or facts.strip or current[2] or self._downstream):  # the peer is all there is
+                if facts.remote_addr is not None:  # unwrapped: the canonical address
                     environ["REMOTE_ADDR"] = facts.remote_addr
-                    environ["REMOTE_PORT"] = facts.remote_port
-                environ["realip"] = resolution = facts.resolution
+                    if not key[1]:
+                        environ["REMOTE_PORT"] = "0"  # uWSGI leaves it out
+                environ["realip"] = resolution = current[1]
             else:
-                resolution = self._resolve(environ, facts=facts)
+                resolution = self._resolve(environ, facts=facts, current=current)
         else:
             resolution = self._resolve(environ)
         if resolution is None:
@@ -104,11 +112,13 @@ class RealIPWSGIMiddleware:
         recorder = METRICS.recorder
         if recorder is not None:
             recorder.answer(resolution.source)
-        token = bind(resolution)
+        if not BINDING.on:  # nothing reads the log context (realip.logcontext is not imported)
+            return self.app(environ, start_response)
+        token = log_context.set(resolution)
         try:
             return self.app(environ, start_response)
         finally:
-            unbind(token)
+            log_context.reset(token)
 
 
 def _environ_key(header: str) -> str:
@@ -144,65 +154,83 @@ class EnvironResolver:
             and self.prefix_key is None
             and self.client_key is None
         )
-        self._may_ask = self.connection.resolver.may_ask
+        resolver.may_ask = self.connection.resolver.may_ask  # PeerFacts.ask: TOA, per connection
         self._once = Once()
 
     def __call__(self, environ: Environ, connection: Resolution | None = None) -> Resolution | None:
         return self.resolve(environ, connection)
 
     def peer_facts(self, environ: Environ) -> PeerFacts:
-        """What is decided about the request's socket peer (remembered per peer)."""
+        """What is decided about the request's socket peer (remembered per peer host);
+        ``facts.current`` may already be another thread's connection: check its key."""
         peer = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
-        facts = self.resolver.memory.peers.get(peer)
-        if facts is None:
-            base = peer_resolution(peer)
-            ask = base.client is not None and self._may_ask(base.client)
-            facts = self.resolver.peer_facts(peer, unix=base.client is None and _unix_listener(environ), ask=ask)
+        facts = self.resolver.known_peer(peer) or self.resolver.new_peer(peer)
+        if facts is None:  # no address: a Unix-socket peer only on a Unix-socket listener
+            return self.resolver.unaddressed(peer, unix=_unix_listener(environ))
         return facts
 
     def resolve(
-        self, environ: Environ, connection: Resolution | None = None, *, facts: PeerFacts | None = None
+        self,
+        environ: Environ,
+        connection: Resolution | None = None,
+        *,
+        facts: PeerFacts | None = None,
+        current: tuple[object, Resolution, bool] | None = None,
     ) -> Resolution | None:
         """The answer, applied to ``environ``; ``None`` when the request must be rejected
         (or its connection is gone: then ``environ["realip"]`` is ``CONNECTION_GONE``).
 
         ``connection`` is a connection-level answer already made by a server
-        integration (Django under an ASGI server); ``facts`` the peer's facts
-        when the caller looked them up.
+        integration (Django under an ASGI server); ``facts`` and ``current`` the
+        peer's facts and this connection's ``facts.current`` when the caller looked
+        them up.
         """
-        resolution = self._resolve(environ, connection, facts)
+        resolution = self._resolve(environ, connection, facts, current)
         if resolution is not None and self.downstream:  # the headers libraries read hold only what was believed
             rewrite_wsgi(environ, resolution, self.resolver.header)
         return resolution
 
-    def _resolve(self, environ: Environ, connection: Resolution | None, facts: PeerFacts | None) -> Resolution | None:
+    def _resolve(
+        self,
+        environ: Environ,
+        connection: Resolution | None,
+        facts: PeerFacts | None,
+        current: tuple[object, Resolution, bool] | None,
+    ) -> Resolution | None:
         if connection is not None:
             facts = self.resolver.connection_facts(connection)
         elif facts is None:
             facts = self.connection.gunicorn_proxy_protocol(environ)  # None: the connection sent no PROXY header
             if facts is None:
                 facts = self.peer_facts(environ)
-        if facts.ask:  # a peer that would be trusted: the connection's own answer (TOA)
-            facts = self.connection.ask(environ, facts)
-        if facts is _GONE or facts.resolution is CONNECTION_GONE:
+                key = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
+                current = facts.current
+                if current[0] != key:  # another thread's connection from the same host
+                    current = self.resolver.connection(facts, key)
+        if current is None:  # a connection's answer: the same for every request
+            current = facts.current
+        if current[2]:  # a peer that would be trusted: the connection's own answer (TOA)
+            asked = self.connection.ask(environ, facts, current[1])
+            if asked is not facts:
+                facts, current = asked, asked.current
+        base = current[1]
+        if facts is _GONE or base is CONNECTION_GONE:
             environ["realip"] = CONNECTION_GONE
             return None
         if facts.read:
-            key = self.key
-            assert key is not None
-            value = environ.get(key, "")
+            header_key = self.key
+            assert header_key is not None
+            value = environ.get(header_key, "")
             if self._plain:
                 last = facts.last
-                if last is not None and last[0] == value:  # the keep-alive case
+                if last is not None and last[0] == value and last[1].peer is base.peer:  # the keep-alive case
                     return _write(environ, last[1])
-                resolution = self.resolver.read(facts, cut_header(value))
-                if resolution.error is None:
-                    facts.remember(value, resolution, len(value))
+                resolution = self.resolver.read_header(facts, base, value)
             else:
                 client_key = self.client_key
                 client = environ.get(client_key, "") if client_key is not None else ""
                 resolution = self.resolver.read(
-                    facts,
+                    base,
                     cut_header(value),
                     environ.get(self.proto_key) if self.proto_key else None,
                     environ.get(self.host_key) if self.host_key else None,
@@ -227,8 +255,8 @@ class EnvironResolver:
                     return None
             return _write(environ, resolution)
         if facts.strip and not environ.keys().isdisjoint(self.strip_keys):
-            self._strip(environ, facts.resolution)
-        return _write(environ, facts.resolution)
+            self._strip(environ, base)
+        return _write(environ, base)
 
     def _strip(self, environ: Environ, resolution: Resolution) -> None:
         """Remove every forwarding header a client (an untrusted peer) sent about itself."""
@@ -263,8 +291,10 @@ class ConnectionLookup:
         self._said_without_socket = False
         self._once = Once()
 
-    def ask(self, environ: Environ, facts: PeerFacts) -> PeerFacts:
-        """The facts of the connection's answer, for a peer :meth:`ConnectionResolver.may_ask` about."""
+    def ask(self, environ: Environ, facts: PeerFacts, base: Resolution | None = None) -> PeerFacts:
+        """The facts of the connection's answer, for a peer :meth:`ConnectionResolver.may_ask`
+        about; ``base`` is this connection's answer from the transport (by default
+        ``facts.resolution``). ``facts`` itself when the connection has nothing to add."""
         if not self.resolver.asks_toa:
             return facts
         for key in SOCKET_KEYS:
@@ -272,10 +302,11 @@ class ConnectionLookup:
             if sock is not None:
                 break
         else:
-            return self._without_socket(environ, facts)
+            return self._without_socket(environ, facts, base or facts.resolution)
         found = self._remembered(sock)
         if found is None:
-            found = self._remember(sock, self._facts(self.resolver.resolve(sock, facts.resolution.peer), facts))
+            base = base or facts.resolution
+            found = self._remember(sock, self._facts(self.resolver.resolve(sock, base.peer)))
         return found
 
     def _remembered(self, sock: object) -> PeerFacts | None:
@@ -293,11 +324,11 @@ class ConnectionLookup:
             pass
         return facts
 
-    def _facts(self, answer: Resolution, facts: PeerFacts) -> PeerFacts:
+    def _facts(self, answer: Resolution) -> PeerFacts:
+        """The facts of this connection's answer: its own, never its host's (they are kept
+        per socket, and the host's current connection changes)."""
         if answer is CONNECTION_GONE:
             return _GONE
-        if answer is facts.resolution:  # nothing new (no module on this host): the peer's facts
-            return facts
         return self._decider.facts_for(answer)
 
     def gunicorn_proxy_protocol(self, environ: Environ) -> PeerFacts | None:
@@ -329,10 +360,10 @@ class ConnectionLookup:
         facts = self._decider.facts_for(answer)
         return facts if sock is None else self._remember(sock, facts)
 
-    def _without_socket(self, environ: Environ, facts: PeerFacts) -> PeerFacts:
+    def _without_socket(self, environ: Environ, facts: PeerFacts, base: Resolution) -> PeerFacts:
         uwsgi_fd = _uwsgi_connection_fd()
         if uwsgi_fd is not None:
-            return self._facts(self.resolver.resolve(uwsgi_fd, facts.resolution.peer), facts)
+            return self._facts(self.resolver.resolve(uwsgi_fd, base.peer))
         if self._said_without_socket:  # said once; nothing more to do per request
             return facts
         self._said_without_socket = True
