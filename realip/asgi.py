@@ -34,7 +34,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WEBSOCKET_SCHEMES: Final = {"http": "ws", "https": "wss"}
 #: The scope types realip handles: every other one (lifespan...) passes through untouched.
-_REQUEST_SCOPES: Final = frozenset({"http", "websocket"})
+REQUEST_SCOPES: Final = frozenset({"http", "websocket"})
 #: Header bytes beyond which nothing is looked at (see :func:`realip.core.cut_header`).
 _WINDOW: Final = MAX_HEADER_LENGTH + 1
 
@@ -119,7 +119,7 @@ class RealIPMiddleware:
         self._notice_pending = settings.toa  # say once that TOA needs the server integration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in _REQUEST_SCOPES:  # lifespan, and anything unknown, pass through
+        if scope["type"] not in REQUEST_SCOPES:  # lifespan, and anything unknown, pass through
             await self.app(scope, receive, send)
             return
         extensions = scope.get("extensions")
@@ -139,11 +139,32 @@ class RealIPMiddleware:
         else:  # the connection's answer (TOA, PROXY protocol) from a realip server integration
             facts = self._resolver.connection_facts(connection)
             base = facts.current[1]
+        resolution = self.resolve_scope(scope, facts, base)
+        if resolution is None:
+            await reject(scope, send)
+            return
+        if BINDING.on:  # something reads the log context (realip.logcontext is imported)
+            token = log_context.set(resolution)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                log_context.reset(token)
+        else:
+            await self.app(scope, receive, send)
+
+    def resolve_scope(self, scope: Scope, facts: PeerFacts, base: Resolution) -> Resolution | None:
+        """Decide from the transport's facts and write the answer into the scope.
+
+        ``facts`` are the peer's (or the connection answer's), ``base`` the
+        transport's answer for this connection. Returns what was decided, or
+        ``None`` when the request must be rejected (``on_failure="reject"``).
+        Synchronous: realip's uvicorn protocols call it directly when this
+        middleware is the server's app, without a coroutine of its own per request.
+        """
         if facts.read:  # a trusted proxy: its header decides
             resolution = self._read(scope, facts, base) if self._plain else self._read_all(scope, base)
             if resolution is None:
-                await _reject(scope, send)
-                return
+                return None
         else:
             resolution = base
             if facts.strip:  # anyone else: what it says about itself is removed
@@ -155,6 +176,7 @@ class RealIPMiddleware:
         client = resolution.client
         if client is not None:
             scope["client"] = client
+        extensions = scope.get("extensions")
         if extensions is None:
             scope["extensions"] = {"realip": resolution}
         else:
@@ -164,14 +186,12 @@ class RealIPMiddleware:
         recorder = METRICS.recorder
         if recorder is not None:
             recorder.answer(resolution.source)
-        if BINDING.on:  # something reads the log context (realip.logcontext is imported)
-            token = log_context.set(resolution)
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                log_context.reset(token)
-        else:
-            await self.app(scope, receive, send)
+        return resolution
+
+    def connection_facts(self, answer: Resolution) -> PeerFacts:
+        """The facts of a server integration's connection answer (TOA, PROXY protocol),
+        held to this middleware's own options; for :meth:`resolve_scope`."""
+        return self._resolver.facts_for(self._resolver.admit(answer))
 
     def _read(self, scope: Scope, facts: PeerFacts, base: Resolution) -> Resolution | None:
         """A trusted proxy's header, when it alone decides; ``None``: reject the request."""
@@ -190,8 +210,10 @@ class RealIPMiddleware:
         if found is None:
             found = b""
         last = facts.last
-        if last is not None and last[0] == found and last[1].peer is base.peer:
-            return last[1]  # the keep-alive case: the same text as last time, on the same connection
+        if last is not None and last[0] == found:  # the same text as last time: the keep-alive case
+            resolution = last[1] if last[1].peer is base.peer else facts.remembered(found, base)
+            if resolution is not None:
+                return resolution
         resolution = self._resolver.read_header(facts, base, found)
         if resolution.error is None:
             return resolution
@@ -273,6 +295,8 @@ class RealIPMiddleware:
 
     def _connection(self, scope: Scope, facts: PeerFacts, client: Any) -> tuple[object, Resolution, bool]:
         """Another connection from a known peer host: its own answer from the transport."""
+        if type(client) is tuple and type(client[1]) is int and client[1]:  # what uvicorn reports
+            return facts.connection(client, client)
         if client[1] == 0:
             self._check_rewritten_by_server(scope)
         return self._resolver.connection(facts, client)
@@ -348,8 +372,10 @@ def _text(raw: bytes | None) -> str:
     return (raw[-_WINDOW:] if len(raw) > _WINDOW else raw).decode("latin-1")
 
 
-async def _reject(scope: Scope, send: Send) -> None:
-    # The reason is in the log, not in the response: it may quote what a client sent.
+async def reject(scope: Scope, send: Send) -> None:
+    """The answer to a request whose trusted proxy's header is refused (``on_failure="reject"``):
+    400, or a WebSocket closed with 1008. The reason is in the log, not in the response:
+    it may quote what a client sent."""
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return

@@ -34,8 +34,6 @@ from .config import Settings
 from .forwarding import MAX_HEADER_LENGTH, parse_host, snippet
 from .memory import CACHE_SIZE, CACHED_TEXT_LENGTH, HOSTS, BoundedCache, Memory, PeerFacts
 from .result import NO_PEER, UNIX_PEER, Resolution, Source, make_resolution
-
-_new_tuple = tuple.__new__
 from .strategies import MISSING, ClientHeaderStrategy, Decision, RightmostUntrusted
 
 __all__ = [
@@ -53,6 +51,8 @@ __all__ = [
 
 #: The name this limit had before :mod:`realip.memory` held it.
 CACHED_VALUE_LENGTH: Final = CACHED_TEXT_LENGTH
+
+_new_tuple = tuple.__new__
 
 #: The only schemes a trusted proxy may set (``forwarded_proto``): anything else
 #: (``javascript``, ``file``, ...) is an error in the answer and the log.
@@ -103,14 +103,14 @@ class Resolver:
         self._toa_allowed: TrustedNetworks | Literal[False] | None = settings.toa_filter
         # The built-in walk answers the common header (bare IPv4 entries) in texts,
         # without address objects; anything else, and other strategies, use decide().
-        self._texts = strategy._decide_texts if type(strategy) is RightmostUntrusted else None
+        self._texts = strategy._walk_texts if type(strategy) is RightmostUntrusted else None
         self._log = RateLimitedLog()
         self._once = Once()
         #: This host's default gateway (:func:`realip.hints.default_gateway`): a peer
         #: with that address is most likely a NAT gateway or a userland proxy.
         self._gateway = gateway
-        #: Whether the adapter asks the connection about this (normalised) peer (TOA;
-        #: set by the WSGI adapter): ``PeerFacts.ask``.
+        #: Whether a new connection from this (normalised) peer is asked about now (TOA;
+        #: set by the WSGI adapter): the ``ask`` of ``PeerFacts.current``.
         self.may_ask: Callable[[tuple[str, int]], bool] | None = None
 
     # ----------------------------------------------------------- what the transport says
@@ -415,7 +415,7 @@ class Resolver:
                 return base
             return base._replace(error=error)
         client = base.client
-        hops = decision_hops + (client[0],) if client is not None else decision_hops
+        hops = (*decision_hops, client[0]) if client is not None else decision_hops
         if base.hops:
             hops += base.hops
         return _new_tuple(Resolution, (client_address, base.peer, named_by or self._source, hops, error, base.toa,
@@ -426,9 +426,9 @@ class Resolver:
         strategy and the trusted networks are fixed for this resolver."""
         assert self.strategy is not None
         if self._texts is not None:
-            fast = self._texts(value, self._trusted)
+            fast = self._texts(value, self._trusted, self.memory.entries)
             if fast is not None:
-                return fast[0], fast[1], None, None, None, None
+                return fast[0], fast[1], f"{self.header}: {fast[2]}" if fast[2] is not None else None, None, None, None
         decision: Decision = self.strategy.decide(value, self._trusted)
         if decision.ip is None:
             if decision.error is None or decision.error == MISSING:

@@ -3,9 +3,10 @@
 realip's middlewares bind what they decided (a :class:`~realip.Resolution`) to
 the context variable :data:`current` for as long as the application handles
 the request, in every process that imports this module (each way of reading
-the context does; where nothing reads it, nothing is set): under asyncio each request runs in its own task, whose context is
-its own; under threads each thread has its own context; code that hands work
-to a thread pool with ``contextvars`` (``asyncio.to_thread``, Starlette's
+the context does; where nothing reads it, nothing is set per request): under
+asyncio each request runs in its own task, whose context is its own; under
+threads each thread has its own context; code that hands work to a thread
+pool with ``contextvars`` (``asyncio.to_thread``, Starlette's
 ``run_in_threadpool``, asgiref's ``sync_to_async``) takes it along. Outside a
 request (start-up, a background thread) nothing is bound.
 

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from .result import Resolution
 
-__all__ = ["CACHED_TEXT_LENGTH", "CACHE_SIZE", "ENTRY_NUMBERS", "HOSTS", "BoundedCache", "Memory", "PeerFacts"]
+__all__ = ["CACHED_TEXT_LENGTH", "CACHE_SIZE", "HOSTS", "BoundedCache", "Memory", "PeerFacts"]
 
 #: Entries a table may hold before it is emptied.
 CACHE_SIZE: Final = 4096
@@ -119,6 +119,28 @@ class PeerFacts:
         current = self.current = (key, resolution, ask)
         return current
 
+    def remembered(self, header: object, base: Resolution) -> Resolution | None:
+        """The answer kept for this header text on this connection (``base``: its answer
+        from the transport), or ``None``.
+
+        A keep-alive request finds its connection's own answer. Another connection
+        from the same host with the same header gets the same answer but for its
+        ``peer``: the header named the client and the proxies it passed, none of
+        which depends on the port. (An answer the header did not make, such as a
+        trusted proxy's own request without one, names no hops and is not reused.)
+        """
+        last = self.last
+        if last is None or last[0] != header:
+            return None
+        answer = last[1]
+        if answer.peer is base.peer:
+            return answer
+        if not answer.hops or base.toa is not None or base.proxy_protocol is not None:
+            return None
+        answer = _new_tuple(Resolution, (answer[0], base.peer, *answer[2:]))
+        self.last = (header, answer)
+        return answer
+
     def remember(self, header: object, answer: Resolution, length: int) -> None:
         """Keep the answer for this header, when it is short and without an error (one
         assignment: threads see the old pair or the new one)."""
@@ -133,15 +155,11 @@ _new_tuple = tuple.__new__
 #: ``(canonical text, source)``, or ``None`` when it is not an address.
 HOSTS: Final = BoundedCache()
 
-#: Per process: an ``X-Forwarded-For`` entry text -> its IPv4 address as an
-#: integer (the proxies' own entries come back on every request).
-ENTRY_NUMBERS: Final = BoundedCache()
-
 
 class Memory:
     """The tables of one middleware (its trust settings are part of every answer)."""
 
-    __slots__ = ("connections", "decisions", "peers", "sockets", "trusted_hosts")
+    __slots__ = ("connections", "decisions", "entries", "peers", "sockets", "trusted_hosts")
 
     def __init__(self) -> None:
         #: peer host as the server reported it (``scope["client"][0]``; WSGI: REMOTE_ADDR) -> PeerFacts
@@ -150,6 +168,9 @@ class Memory:
         self.connections = BoundedCache()
         #: canonical host text -> whether it is a trusted proxy
         self.trusted_hosts = BoundedCache()
+        #: X-Forwarded-For entry text -> whether it is a trusted proxy, for bare IPv4 entries
+        #: (the proxies' own entries come back in every header)
+        self.entries = BoundedCache()
         #: header text (at most CACHED_TEXT_LENGTH) -> what the strategy made of it, as texts
         self.decisions = BoundedCache()
         #: WSGI: the connection's socket -> the PeerFacts of the connection's own answer
@@ -164,7 +185,7 @@ class Memory:
             "trusted_hosts": self.trusted_hosts,
             "decisions": self.decisions,
             "hosts (per process)": HOSTS,
-            "entry numbers (per process)": ENTRY_NUMBERS,
+            "entries": self.entries,
         }
         found = {
             name: {"entries": len(table), "limit": table.limit, "longest_key": _longest_key(table)}

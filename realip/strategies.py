@@ -53,7 +53,7 @@ from .forwarding import (
     rsplit_forwarded,
     snippet,
 )
-from .memory import ENTRY_NUMBERS
+from .memory import BoundedCache
 from .ranges import RangesError, UnknownRangeError, networks
 
 __all__ = [
@@ -326,7 +326,9 @@ class RightmostUntrusted:
         except Exception as exc:  # never on any input; the tests hold it to that
             return _failed(exc)
 
-    def _decide_texts(self, value: str, trusted: TrustedNetworks) -> tuple[tuple[str, int], tuple[str, ...]] | None:
+    def _decide_texts(
+        self, value: str, trusted: TrustedNetworks, known: BoundedCache | None = None
+    ) -> tuple[tuple[str, int], tuple[str, ...]] | None:
         """:meth:`decide` for the common case, in the texts a Resolution holds, or ``None``.
 
         A list header whose entries, as far as the walk goes, are bare IPv4
@@ -334,12 +336,26 @@ class RightmostUntrusted:
         here without building address objects: ``((client, 0), hops)``, texts
         canonical, exactly ``str()`` of what :meth:`decide` returns (its ``error``
         is then ``None``). Anything else (``Forwarded``, ports, IPv6, garbage, a
-        cut, a missing header) gives ``None``: ask :meth:`decide`.
+        walk that reaches the cut of a long header, a missing header) gives
+        ``None``: ask :meth:`decide`. ``known``: entry text -> trusted, for bare
+        IPv4 entries, kept between calls by the caller (:class:`realip.memory.Memory`).
         """
+        found = self._walk_texts(value, trusted, known)
+        if found is None or found[2] is not None:
+            return None
+        return found[0], found[1]
+
+    def _walk_texts(
+        self, value: str, trusted: TrustedNetworks, known: BoundedCache | None = None
+    ) -> tuple[tuple[str, int], tuple[str, ...], str | None] | None:
+        """:meth:`_decide_texts`, and also a walk that reaches the cut of a header longer
+        than :data:`~realip.forwarding.MAX_HEADER_LENGTH` or with more than
+        :data:`~realip.forwarding.MAX_ENTRIES` entries: ``(client, hops, why)``, the
+        last trusted hop passed and the reason, as :meth:`decide` answers then."""
         if self._forwarded:
             return None
         try:
-            return _rightmost_list_texts(value, trusted)
+            return _rightmost_list_texts(value, trusted, BoundedCache() if known is None else known)
         except Exception:  # never on any input; decide() then answers (and reports)
             return None
 
@@ -384,42 +400,59 @@ def _rightmost_list(value: str, trusted: TrustedNetworks) -> Decision:
 _from_bytes = int.from_bytes
 
 
-def _rightmost_list_texts(value: str, trusted: TrustedNetworks) -> tuple[tuple[str, int], tuple[str, ...]] | None:
+#: Entries split off first: most walks end within a few (the client, then the proxies'
+#: own); making all ``MAX_ENTRIES`` strings of a long header to use two is most of its cost.
+_FIRST_ENTRIES: Final = 8
+
+
+def _rightmost_list_texts(
+    value: str, trusted: TrustedNetworks, known: BoundedCache
+) -> tuple[tuple[str, int], tuple[str, ...], str | None] | None:
     """:func:`_rightmost_list` for bare IPv4 entries, in canonical texts; ``None``: not that case.
+
+    ``(client, hops, why)``: ``why`` is ``None``, or the reason of the cut when
+    the walk reached it (every entry after it trusted): then, as the full walk
+    does, the last trusted hop passed is the client. Only the window
+    :func:`~realip.forwarding.last_entries` keeps is split, the last few entries
+    first. ``known`` holds, per entry text, whether it is a trusted proxy.
 
     An entry ``inet_pton`` accepts as IPv4 is canonical text already (four decimal
     numbers, no leading zeros: exactly what :mod:`ipaddress` accepts, which
     ``tests/test_forwarding.py`` holds it to), so the stripped entry is the text.
     """
-    if not value or len(value) > MAX_HEADER_LENGTH:
+    if not value:
         return None
-    entries = value.rsplit(",", MAX_ENTRIES)
-    if len(entries) > MAX_ENTRIES:
-        return None  # a cut: the full walk reports it
     networks = trusted._v4  # (network, mask) pairs
-    known = ENTRY_NUMBERS  # realip.memory: entry text -> its IPv4 address as an integer
-    walked: list[str] = []  # rightmost first
-    for i in range(len(entries) - 1, -1, -1):
-        text = entries[i].strip(" \t")
-        number = known.get(text)
-        if number is None:
-            if ":" in text:
-                return None  # a port or IPv6: the full walk
-            try:
-                number = _from_bytes(_inet_pton(_AF_INET, text), "big")
-            except (OSError, ValueError):
-                return None  # garbage (or blank): the full walk stops there and says why
-            known.put(text, number)
-        for network, mask in networks:
-            if number & mask == network:
-                break
-        else:  # not a trusted proxy: the client
-            walked.reverse()
-            return (text, 0), tuple(walked)
-        walked.append(text)
-    client = walked.pop()  # every entry trusted: the leftmost is the client
+    for limit in (_FIRST_ENTRIES, MAX_ENTRIES):
+        entries, cut = last_entries(value, limit)
+        if not entries:
+            return None  # blank: the full walk says it is missing
+        walked: list[str] = []  # rightmost first
+        for i in range(len(entries) - 1, -1, -1):
+            text = entries[i].strip(" \t")
+            found = known.get(text)
+            if found is None:
+                if ":" in text:
+                    return None  # a port or IPv6: the full walk
+                try:
+                    number = _from_bytes(_inet_pton(_AF_INET, text), "big")
+                except (OSError, ValueError):
+                    return None  # garbage (or blank): the full walk stops there and says why
+                found = False
+                for network, mask in networks:
+                    if number & mask == network:
+                        found = True
+                        break
+                known.put(text, found)
+            if not found:  # not a trusted proxy: the client
+                walked.reverse()
+                return (text, 0), tuple(walked), None
+            walked.append(text)
+        if cut is None or limit == MAX_ENTRIES:
+            break  # the whole header walked, or the walk reached its cut
+    client = walked.pop()  # every entry trusted: the leftmost is the client (or the last hop before the cut)
     walked.reverse()
-    return (client, 0), tuple(walked)
+    return (client, 0), tuple(walked), cut
 
 
 def _rightmost_forwarded(value: str, trusted: TrustedNetworks) -> Decision:

@@ -37,10 +37,13 @@ try:
 except ImportError as exc:
     raise ImportError(f"realip.uvicorn needs uvicorn ({exc}): pip install 'realip[uvicorn]'", name=exc.name) from exc
 
+from ._context import BINDING
 from ._log import Once
 from .address import IPNetwork
+from .asgi import REQUEST_SCOPES, RealIPMiddleware, reject
 from .connection import DEFAULT_TOA_PEERS, ConnectionResolver
 from .errors import ConfigError
+from .memory import PeerFacts
 from .result import CONNECTION_GONE, Resolution
 from .servers._connection import CLOSE, READ_HEADER, ConnectionStart, default_resolver, publish
 
@@ -59,18 +62,36 @@ _once = Once()
 
 
 class ConnectionApp:
-    """Wraps the app for one connection: publishes the connection's answer."""
+    """Wraps the app for one connection: publishes the connection's answer.
 
-    __slots__ = ("app", "resolution")
+    When the server's app is :class:`realip.RealIPMiddleware` itself (``realip
+    serve``, ``uvicorn app:app`` with the middleware outermost), its decision
+    runs here, once per request, with the connection's facts decided once per
+    connection: the app behind it is called directly, without the middleware's
+    coroutine in between. Everything else (another app, the log context bound,
+    ``lifespan``) goes through the app as usual.
+    """
+
+    __slots__ = ("app", "facts", "middleware", "resolution")
 
     def __init__(self, app: Any, resolution: Resolution) -> None:
         self.app = app
         self.resolution = resolution
+        self.middleware = app if type(app) is RealIPMiddleware else None
+        self.facts = self.middleware.connection_facts(resolution) if self.middleware is not None else None
 
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
         # A plain function returning the app's coroutine, which the protocol awaits
         # (``await app(scope, receive, send)`` in uvicorn's run_asgi): no coroutine of
         # its own per request. Only uvicorn's protocols ever call it.
+        middleware = self.middleware
+        if middleware is not None and scope["type"] in REQUEST_SCOPES and not BINDING.on:
+            facts: PeerFacts = self.facts  # type: ignore[assignment]
+            resolution = middleware.resolve_scope(scope, facts, facts.current[1])
+            scope["extensions"]["realip.connection"] = self.resolution
+            if resolution is None:
+                return reject(scope, send)
+            return middleware.app(scope, receive, send)
         publish(scope, self.resolution)
         return self.app(scope, receive, send)  # type: ignore[no-any-return]
 

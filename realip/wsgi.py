@@ -83,7 +83,10 @@ class RealIPWSGIMiddleware:
         self._peers = self.memory.peers
         self._peer_facts = self._apply.peer_facts
         self._new_connection = self._apply.resolver.connection
-        self._resolve = self._apply.resolve
+        self._decide = self._apply.decide
+        self._read = self._apply.read
+        self._peer_answer = self._apply.peer_answer
+        self._header = self._apply.resolver.header
         self._connection = self._apply.connection
         self._downstream = self.settings.downstream_headers
 
@@ -97,16 +100,16 @@ class RealIPWSGIMiddleware:
             current = facts.current
             if current[0] != key:  # not the connection of last time
                 current = self._new_connection(facts, key)
-            if not (facts.read or facts.strip or current[2] or self._downstream):  # the peer is all there is
-                if facts.remote_addr is not None:  # unwrapped: the canonical address
-                    environ["REMOTE_ADDR"] = facts.remote_addr
-                    if not key[1]:
-                        environ["REMOTE_PORT"] = "0"  # uWSGI leaves it out
-                environ["realip"] = resolution = current[1]
+            if current[2] or self._downstream:  # the connection's own answer (TOA), or headers to rewrite
+                resolution = self._decide(environ, None, facts, current)
+                if resolution is not None and self._downstream:  # the headers libraries read hold only the believed
+                    rewrite_wsgi(environ, resolution, self._header)
+            elif facts.read:  # a trusted proxy: its header decides
+                resolution = self._read(environ, facts, current[1])
             else:
-                resolution = self._resolve(environ, facts=facts, current=current)
+                resolution = self._peer_answer(environ, facts, current[1])
         else:
-            resolution = self._resolve(environ)
+            resolution = self._apply.resolve(environ)
         if resolution is None:
             return _reject(start_response, gone=environ.get("realip") is CONNECTION_GONE)
         recorder = METRICS.recorder
@@ -154,7 +157,8 @@ class EnvironResolver:
             and self.prefix_key is None
             and self.client_key is None
         )
-        resolver.may_ask = self.connection.resolver.may_ask  # PeerFacts.ask: TOA, per connection
+        # Per connection: ask about it (TOA) now? Not on a host known to have no module.
+        resolver.may_ask = self.connection.resolver.wants
         self._once = Once()
 
     def __call__(self, environ: Environ, connection: Resolution | None = None) -> Resolution | None:
@@ -185,18 +189,19 @@ class EnvironResolver:
         peer's facts and this connection's ``facts.current`` when the caller looked
         them up.
         """
-        resolution = self._resolve(environ, connection, facts, current)
+        resolution = self.decide(environ, connection, facts, current)
         if resolution is not None and self.downstream:  # the headers libraries read hold only what was believed
             rewrite_wsgi(environ, resolution, self.resolver.header)
         return resolution
 
-    def _resolve(
+    def decide(
         self,
         environ: Environ,
         connection: Resolution | None,
         facts: PeerFacts | None,
         current: tuple[object, Resolution, bool] | None,
     ) -> Resolution | None:
+        """:meth:`resolve` without the downstream headers (the middleware writes them)."""
         if connection is not None:
             facts = self.resolver.connection_facts(connection)
         elif facts is None:
@@ -213,50 +218,76 @@ class EnvironResolver:
             asked = self.connection.ask(environ, facts, current[1])
             if asked is not facts:
                 facts, current = asked, asked.current
+            elif current[0] is not None:  # nothing to add (no module here): not asked again
+                current = facts.current = (current[0], current[1], False)
         base = current[1]
         if facts is _GONE or base is CONNECTION_GONE:
             environ["realip"] = CONNECTION_GONE
             return None
         if facts.read:
-            header_key = self.key
-            assert header_key is not None
-            value = environ.get(header_key, "")
-            if self._plain:
-                last = facts.last
-                if last is not None and last[0] == value and last[1].peer is base.peer:  # the keep-alive case
-                    return _write(environ, last[1])
-                resolution = self.resolver.read_header(facts, base, value)
-            else:
-                client_key = self.client_key
-                client = environ.get(client_key, "") if client_key is not None else ""
-                resolution = self.resolver.read(
-                    base,
-                    cut_header(value),
-                    environ.get(self.proto_key) if self.proto_key else None,
-                    environ.get(self.host_key) if self.host_key else None,
-                    port=environ.get(self.port_key) if self.port_key else None,
-                    prefix=environ.get(self.prefix_key) if self.prefix_key else None,
-                    client=cut_header(client),
-                )
-                if (
-                    client_key is not None
-                    and client
-                    and resolution.source != self.resolver.client_header
-                    and self.resolver.settings.strip_untrusted_headers
-                ):
-                    # The CDN's header, not believed (it did not come from the CDN): the app never sees it.
-                    del environ[client_key]
-            if resolution.error is not None:
-                recorder = METRICS.recorder
-                if recorder is not None:
-                    recorder.not_believed(resolution.error)
-                if self.resolver.reject:
-                    environ["realip"] = resolution
-                    return None
-            return _write(environ, resolution)
-        if facts.strip and not environ.keys().isdisjoint(self.strip_keys):
+            return self.read(environ, facts, base)
+        return self.peer_answer(environ, facts, base)
+
+    def peer_answer(self, environ: Environ, facts: PeerFacts, base: Resolution) -> Resolution:
+        """The answer for a peer that is not a trusted proxy, applied: the transport's
+        (``base``); every forwarding header it sent about itself removed."""
+        if facts.strip and not self.strip_keys.isdisjoint(environ):
             self._strip(environ, base)
-        return _write(environ, base)
+        client = base.client
+        if client is not None and (facts.remote_addr is not None or not client[1]):
+            environ["REMOTE_ADDR"] = client[0]  # unwrapped: the canonical address
+            environ["REMOTE_PORT"] = str(client[1])  # "0" where the server leaves it out (uWSGI)
+        environ["realip"] = base
+        return base
+
+    def read(self, environ: Environ, facts: PeerFacts, base: Resolution) -> Resolution | None:
+        """The answer for a trusted proxy's request, applied (``base``: the transport's
+        answer for its connection); ``None``: reject the request."""
+        header_key = self.key
+        assert header_key is not None
+        value = environ.get(header_key, "")
+        if self._plain:  # the header names the client, and nothing else is read
+            last = facts.last
+            if last is not None and last[0] == value:  # the same text as last time: the keep-alive case
+                resolution = last[1] if last[1].peer is base.peer else facts.remembered(value, base)
+                if resolution is not None:
+                    return _write_client(environ, resolution)
+            resolution = self.resolver.read_header(facts, base, value)
+            if resolution.error is not None and self._not_believed(environ, resolution):
+                return None
+            return _write_client(environ, resolution)
+        client_key = self.client_key
+        client = environ.get(client_key, "") if client_key is not None else ""
+        resolution = self.resolver.read(
+            base,
+            cut_header(value),
+            environ.get(self.proto_key) if self.proto_key else None,
+            environ.get(self.host_key) if self.host_key else None,
+            port=environ.get(self.port_key) if self.port_key else None,
+            prefix=environ.get(self.prefix_key) if self.prefix_key else None,
+            client=cut_header(client),
+        )
+        if (
+            client_key is not None
+            and client
+            and resolution.source != self.resolver.client_header
+            and self.resolver.settings.strip_untrusted_headers
+        ):
+            # The CDN's header, not believed (it did not come from the CDN): the app never sees it.
+            del environ[client_key]
+        if resolution.error is not None and self._not_believed(environ, resolution):
+            return None
+        return _write(environ, resolution)
+
+    def _not_believed(self, environ: Environ, resolution: Resolution) -> bool:
+        """Count a header not (fully) believed; whether the request is then rejected."""
+        recorder = METRICS.recorder
+        if recorder is not None:
+            recorder.not_believed(resolution.error)  # type: ignore[arg-type]
+        if self.resolver.reject:
+            environ["realip"] = resolution
+            return True
+        return False
 
     def _strip(self, environ: Environ, resolution: Resolution) -> None:
         """Remove every forwarding header a client (an untrusted peer) sent about itself."""
@@ -425,6 +456,16 @@ def _uwsgi_connection_fd() -> int | None:
 
 #: The port a URL leaves out, per scheme.
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def _write_client(environ: Environ, resolution: Resolution) -> Resolution:
+    """Put an answer that changes nothing but the client into the environ."""
+    client = resolution.client
+    if client is not None:
+        environ["REMOTE_ADDR"] = client[0]
+        environ["REMOTE_PORT"] = str(client[1])
+    environ["realip"] = resolution
+    return resolution
 
 
 def _write(environ: Environ, resolution: Resolution) -> Resolution:

@@ -174,6 +174,36 @@ def test_texts_walk_takes_the_common_headers_and_declines_the_rest() -> None:
 
 
 @PROPERTY
+@given(
+    st.lists(_entries(), max_size=80),
+    st.sampled_from([",", ", "]),
+    st.sampled_from([0, 8000, 9000, 70000]),
+)
+def test_texts_walk_of_a_long_header_answers_as_decide_does(entries: list[str], comma: str, padding: int) -> None:
+    """The walk also takes headers over 8 KiB or 64 entries: the same client, hops and
+    reason as decide(), whether it stops before the cut or reaches it."""
+    junk = ", ".join(f"198.51.{i >> 8 & 255}.{i & 255}" for i in range(padding // 12))
+    value = comma.join([junk, *entries] if junk else entries)
+    strategy = RightmostUntrusted()
+    fast = strategy._walk_texts(value, TRUSTED)
+    if fast is None:
+        return  # decide() answers; nothing to compare
+    decision = strategy.decide(value, TRUSTED)
+    assert decision.ip is not None and decision.proto is None and decision.host is None
+    assert fast == ((str(decision.ip), decision.port or 0), tuple(str(h) for h in decision.hops), decision.error)
+
+
+def test_a_walk_that_reaches_the_cut_names_the_last_trusted_hop_and_why() -> None:
+    strategy = RightmostUntrusted()
+    every_entry_trusted = ", ".join(f"10.0.{i >> 8}.{i & 255}" for i in range(1, 1001))
+    _, hops, why = strategy._walk_texts(every_entry_trusted, TRUSTED)  # type: ignore[misc]
+    assert why == "header longer than 8192 characters" and len(hops) < 64
+    padded = ", ".join(["203.0.113.9"] * 6000 + ["203.0.113.5", "10.0.0.1"])  # 76 KiB: stops before the cut
+    assert strategy._walk_texts(padded, TRUSTED) == (("203.0.113.5", 0), ("10.0.0.1",), None)
+    assert strategy._decide_texts(every_entry_trusted, TRUSTED) is None  # the strict walk still declines
+
+
+@PROPERTY
 @given(st.lists(_entries(), max_size=12), st.sampled_from(["x-forwarded-for", "forwarded", "x-forwarded-for:2"]))
 def test_resolver_decides_as_it_did(entries: list[str], strategy: str) -> None:
     value = ", ".join(entries) if strategy != "forwarded" else ", ".join(f'for="{e}"' for e in entries)
