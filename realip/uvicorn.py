@@ -142,6 +142,13 @@ class _HTTPMixin(_ConnectionMixin):
     #: it is called for every read of every connection, and ``super()`` costs a lookup.
     _realip_next_data_received: ClassVar[Any] = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self._realip_resolver().proxy_protocol_peers:
+            # No PROXY header is ever read on this server: the parser gets every read
+            # itself, without this class's data_received in between.
+            self.data_received = self._realip_next_data_received  # type: ignore[method-assign]
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         mro = cls.__mro__

@@ -1,0 +1,212 @@
+"""What realip remembers per peer host, and the shortcuts around the decision, give the
+answers a middleware with nothing remembered gives.
+
+realip keeps what it decided about a peer per host (``realip.memory``): the
+current connection's answer from the transport, and the last header text with
+its answer. Another connection from the same host reuses that answer for the
+same text, with its own peer; threads serving several connections from one
+proxy share the entry. The tests here hold every such shortcut to a fresh
+middleware's answer, including under threads, and check the two shortcuts
+outside the middleware: realip's uvicorn protocols run the middleware's
+decision in the connection's own call, and the log context is bound only in a
+process that reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from realip import RealIPMiddleware, RealIPWSGIMiddleware
+from realip.result import Source, make_resolution
+
+ROOT = Path(__file__).resolve().parents[1]
+TRUSTED = "10.0.0.0/8"
+VALUES = ["203.0.113.5, 10.0.0.1", "198.51.100.7", "", "junk, 10.0.0.1", "10.0.0.9, 10.0.0.1", "2001:db8::7"]
+
+
+async def _nothing(*args: Any) -> Any:
+    return {"type": "http.request"}
+
+
+def _asgi(app: RealIPMiddleware, client: Any, value: str | None) -> dict[str, Any]:
+    """The scope the application behind ``app`` gets for one request."""
+    seen: list[dict[str, Any]] = []
+
+    async def inner(scope: dict, receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    headers = [(b"host", b"backend")]
+    if value is not None:
+        headers.append((b"x-forwarded-for", value.encode()))
+    app.app = inner
+    asyncio.run(app({"type": "http", "scheme": "http", "client": client, "headers": headers}, _nothing, _nothing))
+    return seen[0]
+
+
+def _wsgi(app: RealIPWSGIMiddleware, addr: str, port: str, value: str | None) -> dict[str, Any]:
+    environ = {"REMOTE_ADDR": addr, "REMOTE_PORT": port, "wsgi.url_scheme": "http", "HTTP_HOST": "backend"}
+    if value is not None:
+        environ["HTTP_X_FORWARDED_FOR"] = value
+    app.app = lambda environ, start_response: [b""]
+    app(environ, lambda *a: None)
+    return environ
+
+
+REQUESTS = st.lists(
+    st.tuples(
+        st.sampled_from(["10.0.0.2", "::ffff:10.0.0.2", "192.0.2.9", "::ffff:192.0.2.9"]),
+        st.sampled_from([4000, 4001, 4002, 0]),
+        st.sampled_from([*VALUES, None]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(REQUESTS)
+def test_any_sequence_of_connections_gets_what_a_fresh_middleware_answers(requests: list[Any]) -> None:
+    """Hosts, ports (new connections, the same connection again) and header texts in any order."""
+    asgi = RealIPMiddleware(None, environ={}, trusted_proxies=TRUSTED)
+    wsgi = RealIPWSGIMiddleware(None, environ={}, trusted_proxies=TRUSTED)
+    for host, port, value in requests:
+        fresh = _asgi(RealIPMiddleware(None, environ={}, trusted_proxies=TRUSTED), (host, port), value)
+        assert _asgi(asgi, (host, port), value) == fresh
+        fresh_environ = _wsgi(RealIPWSGIMiddleware(None, environ={}, trusted_proxies=TRUSTED), host, str(port), value)
+        assert _wsgi(wsgi, host, str(port), value) == fresh_environ
+
+
+def test_threads_serving_connections_from_one_proxy_each_get_their_own_answer() -> None:
+    """gthread: one proxy host, 8 connections at once, relaying the same clients; the entry
+    the host shares must never hand one connection another's peer."""
+    wsgi = RealIPWSGIMiddleware(None, environ={}, trusted_proxies=TRUSTED)
+    wsgi.app = lambda environ, start_response: [b""]
+    wrong: list[str] = []
+    start = threading.Barrier(8)
+
+    def connection(n: int) -> None:
+        start.wait()
+        for i in range(3000):
+            client = "203.0.113.5" if (i + n) % 3 else "198.51.100.7"  # texts another connection just sent
+            environ = {"REMOTE_ADDR": "10.0.0.2", "REMOTE_PORT": str(5000 + n), "HTTP_X_FORWARDED_FOR": client}
+            wsgi(environ, lambda *a: None)
+            answer = environ["realip"]
+            if answer.client != (client, 0) or answer.peer != ("10.0.0.2", 5000 + n):
+                wrong.append(f"{n}: {answer}")
+
+    threads = [threading.Thread(target=connection, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert wrong == []
+
+
+def test_asgi_connections_from_one_proxy_interleaved_each_get_their_own_peer() -> None:
+    asgi = RealIPMiddleware(None, environ={}, trusted_proxies=TRUSTED)
+    clients = [("10.0.0.2", 5000 + n) for n in range(4)]  # uvicorn: the same tuple for a connection's requests
+    for i in range(40):
+        client = clients[i % 4]
+        scope = _asgi(asgi, client, "203.0.113.5, 10.0.0.1" if i % 5 else "198.51.100.7")
+        answer = scope["extensions"]["realip"]
+        assert answer.peer == client and answer.hops[-1] == "10.0.0.2"
+
+
+def test_the_host_table_holds_hosts_not_connections() -> None:
+    """A proxy opening a connection per request (gunicorn sync) adds nothing per connection."""
+    asgi = RealIPMiddleware(None, environ={}, trusted_proxies=TRUSTED)
+    for port in range(1024, 1024 + 3000):
+        _asgi(asgi, ("10.0.0.2", port), "203.0.113.5")
+        _asgi(asgi, ("::ffff:192.0.2.9", port), None)
+    assert set(asgi.memory.peers) == {"10.0.0.2", "::ffff:192.0.2.9"}
+
+
+# ------------------------------------------------------------------------------ the uvicorn fold
+
+
+def test_the_uvicorn_protocol_calls_the_app_behind_the_middleware_directly() -> None:
+    """RealIPMiddleware as the server's app: the connection's call decides and returns the
+    inner app's coroutine (no middleware coroutine), with the answer the middleware gives."""
+    pytest.importorskip("uvicorn")
+    from realip.uvicorn import ConnectionApp
+
+    async def inner(scope: dict, receive: Any, send: Any) -> None:
+        scope["seen"] = True
+
+    peer = ("10.0.0.2", 5000)
+    answer = make_resolution(peer, peer, Source.PEER)
+    for value in ("203.0.113.5, 10.0.0.1", "junk", None):
+        middleware = RealIPMiddleware(inner, environ={}, trusted_proxies=TRUSTED)
+        call = ConnectionApp(middleware, answer)
+        headers = [(b"x-forwarded-for", value.encode())] if value is not None else []
+        scope: dict[str, Any] = {"type": "http", "client": peer, "headers": headers}
+        coroutine = call(scope, _nothing, _nothing)
+        assert coroutine.cr_code is inner.__code__  # type: ignore[attr-defined]
+        asyncio.run(coroutine)  # type: ignore[arg-type]
+        through = {"type": "http", "client": peer, "headers": list(headers), "extensions": {"realip.connection": answer}}
+        asyncio.run(RealIPMiddleware(inner, environ={}, trusted_proxies=TRUSTED)(through, _nothing, _nothing))
+        assert scope == through
+
+
+def test_the_uvicorn_fold_rejects_as_the_middleware_does_and_leaves_the_rest_to_it() -> None:
+    pytest.importorskip("uvicorn")
+    from realip.uvicorn import ConnectionApp
+
+    ran: list[str] = []
+
+    async def inner(scope: dict, receive: Any, send: Any) -> None:
+        ran.append(scope["type"])
+
+    peer = ("10.0.0.2", 5000)
+    answer = make_resolution(peer, peer, Source.PEER)
+    middleware = RealIPMiddleware(inner, environ={}, trusted_proxies=TRUSTED, on_failure="reject")
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    call = ConnectionApp(middleware, answer)
+    asyncio.run(call({"type": "http", "client": peer, "headers": [(b"x-forwarded-for", b"junk")]}, _nothing, send))
+    assert ran == [] and sent[0]["status"] == 400
+    asyncio.run(call({"type": "lifespan"}, _nothing, send))  # not a request: the middleware passes it on
+    assert ran == ["lifespan"]
+
+
+# ------------------------------------------------------------------------------ the log context switch
+
+_WITHOUT = """
+import asyncio
+from realip import RealIPMiddleware, RealIPWSGIMiddleware
+from realip._context import BINDING, current
+seen = []
+async def asgi(scope, receive, send):
+    seen.append(current.get())
+def wsgi(environ, start_response):
+    seen.append(current.get())
+    return []
+scope = {"type": "http", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "headers": []}
+asyncio.run(RealIPMiddleware(asgi, toa=False)(scope, None, None))
+RealIPWSGIMiddleware(wsgi, toa=False)({"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "1"}, None)
+print(BINDING.on, seen)
+import realip.logcontext
+asyncio.run(RealIPMiddleware(asgi, toa=False)(dict(scope), None, None))
+RealIPWSGIMiddleware(wsgi, toa=False)({"REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "1"}, None)
+print(BINDING.on, [found.source if found else None for found in seen[2:]])
+"""
+
+
+def test_the_log_context_is_bound_once_realip_logcontext_is_imported() -> None:
+    """A process that never reads the context does not set it per request; importing
+    realip.logcontext (which every way of reading it does) turns it on."""
+    done = subprocess.run([sys.executable, "-c", _WITHOUT], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False [None, None]", "True ['peer', 'peer']"]
