@@ -152,7 +152,8 @@ def test_the_uvicorn_protocol_calls_the_app_behind_the_middleware_directly() -> 
         coroutine = call(scope, _nothing, _nothing)
         assert coroutine.cr_code is inner.__code__  # type: ignore[attr-defined]
         asyncio.run(coroutine)  # type: ignore[arg-type]
-        through = {"type": "http", "client": peer, "headers": list(headers), "extensions": {"realip.connection": answer}}
+        extensions = {"realip.connection": answer}
+        through = {"type": "http", "client": peer, "headers": list(headers), "extensions": extensions}
         asyncio.run(RealIPMiddleware(inner, environ={}, trusted_proxies=TRUSTED)(through, _nothing, _nothing))
         assert scope == through
 
