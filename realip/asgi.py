@@ -1,9 +1,12 @@
 """ASGI adapter: rewrite ``scope["client"]`` before the application sees it.
 
 Top to bottom, per request: what the server gives (``scope["client"]``, or
-the server integration's connection answer) -> :meth:`~realip.core.Resolver.peer_facts`
-(remembered per peer) -> for a trusted proxy, its header's bytes ->
-:meth:`~realip.core.Resolver.read` -> ``scope["client"]`` and ``scope["extensions"]["realip"]``.
+the server integration's connection answer) -> the peer host's
+:class:`~realip.memory.PeerFacts` (:meth:`~realip.core.Resolver.new_peer` the
+first time), with this connection's answer from the transport -> for a
+trusted proxy, its header's bytes -> the keep-alive memo or
+:meth:`~realip.core.Resolver.read_header` -> ``scope["client"]`` and
+``scope["extensions"]["realip"]`` (:meth:`RealIPMiddleware.resolve_scope`).
 """
 
 from __future__ import annotations

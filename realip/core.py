@@ -6,10 +6,11 @@ this order:
 
 1. :meth:`Resolver.peer_facts` (or :meth:`Resolver.connection_facts` for a
    server integration's answer): what the transport says, and whether that
-   address is a trusted proxy. Decided once per peer and remembered
+   address is a trusted proxy. Decided once per peer host and remembered
    (:mod:`realip.memory`).
-2. :meth:`Resolver.read`, only for a trusted proxy: what its forwarding header
-   says. The header is parsed once per distinct text.
+2. :meth:`Resolver.read_header` (:meth:`Resolver.read` when more than the
+   client comes from the proxy), only for a trusted proxy: what its forwarding
+   header says. The header is parsed once per distinct text.
 
 The order of trust (``docs/security.md``):
 

@@ -19,6 +19,11 @@ The policy, for every table here:
   ``CACHE_SIZE`` keys of that size.
 * **Keyed by what the server reported**, before any parsing: a hit costs one
   dictionary lookup and no parsing at all.
+* **Per peer host, not per connection.** What is decided about a peer depends on
+  its host alone; a host's entry (:class:`PeerFacts`) holds its current
+  connection's answer and its last header text's, each checked against the
+  request's own connection before use. A proxy opening a connection per
+  request adds nothing per connection.
 * **Per connection, no longer than the connection.** WSGI sockets are weak
   keys (a closed connection's entry goes with its socket); a server
   integration's connection answer is kept in its entry, so that its ``id`` is

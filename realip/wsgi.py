@@ -2,9 +2,11 @@
 
 Top to bottom, per request: what the server gives (``REMOTE_ADDR`` /
 ``REMOTE_PORT``, the connection's socket, a PROXY header gunicorn parsed) ->
-:meth:`~realip.core.Resolver.peer_facts` (remembered per peer) -> the connection's own
-answer (TOA; remembered per socket) -> for a trusted proxy, its header ->
-:meth:`~realip.core.Resolver.read` -> ``REMOTE_ADDR``, ``REMOTE_PORT`` and ``environ["realip"]``.
+the peer host's :class:`~realip.memory.PeerFacts`, with this connection's
+answer from the transport -> the connection's own answer when it is asked
+about (TOA; remembered per socket) -> for a trusted proxy, its header
+(:meth:`EnvironResolver.read`; otherwise :meth:`EnvironResolver.peer_answer`)
+-> ``REMOTE_ADDR``, ``REMOTE_PORT`` and ``environ["realip"]``.
 """
 
 from __future__ import annotations
