@@ -6,7 +6,7 @@ the server integration's connection answer) -> the peer host's
 first time), with this connection's answer from the transport -> for a
 trusted proxy, its header's bytes -> the keep-alive memo or
 :meth:`~realip.core.Resolver.read_header` -> ``scope["client"]`` and
-``scope["extensions"]["realip"]`` (:meth:`RealIPMiddleware.resolve_scope`).
+``scope["extensions"]["realip"]`` (``RealIPMiddleware.resolve_scope``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ._context import BINDING
 from ._context import current as log_context
 from ._log import Once
 from .config import Settings
-from .core import Resolver
+from .core import Current, Resolver
 from .downstream import rewrite_asgi
 from .forwarding import FORWARDING_HEADERS, MAX_HEADER_LENGTH
 from .hints import default_gateway
@@ -137,7 +137,7 @@ class RealIPMiddleware:
                 facts = self._new_peer(scope)
             current = facts.current
             if current[0] is not client and current[0] != client:  # not the connection of last time
-                current = self._connection(scope, facts, client)
+                facts, current = self._connection(scope, facts, client)
             base = current[1]
         else:  # the connection's answer (TOA, PROXY protocol) from a realip server integration
             facts = self._resolver.connection_facts(connection)
@@ -290,19 +290,23 @@ class RealIPMiddleware:
             # No address: a Unix-socket peer only if the listener is one (uvicorn reports no server
             # address for it, or a path); a TCP connection whose peer is already gone (reset before
             # getpeername()) also has none, and is never trusted.
-            server = scope.get("server")
-            return self._resolver.unaddressed(client, unix=server is None or len(server) < 2 or server[1] is None)
+            return self._resolver.unaddressed(client, unix=_unix_listener(scope))
         if client[1] == 0:  # type: ignore[index] # an address: a pair
             self._check_rewritten_by_server(scope)
         return facts
 
-    def _connection(self, scope: Scope, facts: PeerFacts, client: Any) -> tuple[object, Resolution, bool]:
-        """Another connection from a known peer host: its own answer from the transport."""
-        if type(client) is tuple and type(client[1]) is int and client[1]:  # what uvicorn reports
-            return facts.connection(client, client)
-        if client[1] == 0:
+    def _connection(self, scope: Scope, facts: PeerFacts, client: Any) -> tuple[PeerFacts, Current]:
+        """Another connection from a known peer host: its own answer from the transport
+        (or, for a peer that is not an address after all, the facts of one without)."""
+        if type(client) is tuple and len(client) == 2 and type(client[1]) is int and 0 < client[1] <= 65535:
+            return facts, facts.connection(client, client)  # what uvicorn reports
+        current = self._resolver.connection(facts, client)
+        if current is None:  # not a pair, or a port that is not one: not an address
+            facts = self._resolver.unaddressed(client, unix=_unix_listener(scope))
+            return facts, facts.current
+        if current[1].client[1] == 0:  # type: ignore[index]
             self._check_rewritten_by_server(scope)
-        return self._resolver.connection(facts, client)
+        return facts, current
 
     def _check_rewritten_by_server(self, scope: Scope) -> None:
         """Warn once when the server already took the client from a header.
@@ -333,6 +337,13 @@ class RealIPMiddleware:
             "realip.uvicorn:AutoWebSocketsProtocol), gunicorn -k realip.gunicorn.ASGIWorker or -k "
             "realip.gunicorn.UvicornWorker, python -m realip.hypercorn, python -m realip.daphne (docs/servers.md)",
         )
+
+
+def _unix_listener(scope: Scope) -> bool:
+    """Whether the request came in on a Unix-socket listener: uvicorn reports no server
+    address for one, or a path without a port."""
+    server = scope.get("server")
+    return server is None or len(server) < 2 or server[1] is None
 
 
 #: The port a URL leaves out, per scheme.

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_PREFIX_LENGTH",
     "SCHEMES",
     "BoundedCache",
+    "Current",
     "Resolver",
     "cut_header",
     "path_prefix",
@@ -58,6 +59,9 @@ _new_tuple = tuple.__new__
 #: The only schemes a trusted proxy may set (``forwarded_proto``): anything else
 #: (``javascript``, ``file``, ...) is an error in the answer and the log.
 SCHEMES: Final = frozenset({"http", "https", "ws", "wss"})
+
+#: ``PeerFacts.current``: (the peer as the server reported it, the transport's answer, ask about it).
+Current = tuple[object, Resolution, bool]
 
 #: What the strategy made of a header, in the texts a Resolution holds:
 #: ``(client, hops, error, proto, host, source)``; ``client`` is ``None`` when the
@@ -136,25 +140,31 @@ class Resolver:
         return facts
 
     def known_peer(self, peer: object) -> PeerFacts | None:
-        """The facts of a peer whose host is remembered, with this connection current; else ``None``."""
+        """The facts of a peer whose host is remembered, with this connection current; else
+        ``None`` (a new host, or not an address: no pair, or a port that is not one)."""
         try:
             facts: PeerFacts | None = self.memory.peers.get(peer[0])  # type: ignore[index]
         except (TypeError, KeyError, IndexError):  # None, not a pair, not hashable
             return None
-        if facts is not None and facts.current[0] != peer:
-            self.connection(facts, peer)
+        if facts is not None and facts.current[0] != peer and self.connection(facts, peer) is None:
+            return None
         return facts
 
-    def connection(self, facts: PeerFacts, peer: object) -> tuple[object, Resolution, bool]:
+    def connection(self, facts: PeerFacts, peer: object) -> Current | None:
         """The transport's answer for another connection from a remembered host, as
-        ``facts.current`` (which it becomes): ``peer`` as the server reported it, a pair
-        of a host and a port (an int, or text under WSGI; missing or unreadable: 0)."""
+        ``facts.current`` (which it becomes): ``peer`` as the server reported it, a host
+        and a port (an int, or text under WSGI; missing: 0, unknown). ``None`` when it
+        is not an address after all: not a pair, or a port that is not one."""
         host: object
         port: object
-        host, port = peer  # type: ignore[misc]
-        if type(port) is not int:
-            port = _port(port)
-        pair = peer if type(peer) is tuple and type(peer[1]) is int else (host, port)
+        try:
+            host, port = peer  # type: ignore[misc]
+        except (TypeError, ValueError):
+            return None
+        port = _port(port)
+        if port is None:
+            return None
+        pair = peer if type(peer) is tuple and peer[1] is port else (host, port)
         ask = self.may_ask is not None and self.may_ask((facts.client_host, port))  # type: ignore[arg-type]
         return facts.connection(peer, pair, ask)
 
@@ -162,10 +172,13 @@ class Resolver:
         """The facts of a peer whose host is not remembered yet, remembered (per host),
         with this connection current; ``None`` when it is not an address."""
         host: object
+        port: object
         try:
-            host, _ = peer  # type: ignore[misc]
+            host, port = peer  # type: ignore[misc]
             hash(host)
         except (TypeError, ValueError):  # not a pair, not hashable
+            return None
+        if _port(port) is None:
             return None
         base = peer_resolution((host, 0))
         if base.client is None:
@@ -191,7 +204,8 @@ class Resolver:
         gone (reset before ``getpeername()``) or a server's quirk, never trusted."""
         if unix:
             return self.facts_for(UNIX_PEER, key=peer)
-        return self.facts_for(NO_PEER if peer is None else make_resolution(None, peer, Source.PEER), key=peer)  # type: ignore[arg-type]
+        reported = tuple(peer) if isinstance(peer, list) else peer  # Resolution.peer: immutable
+        return self.facts_for(NO_PEER if peer is None else make_resolution(None, reported, Source.PEER), key=peer)  # type: ignore[arg-type]
 
     def _gateway_peer(self, host: str) -> None:
         self._once(
@@ -530,13 +544,18 @@ def _pick(value: str | None, proxies: int) -> str | None:
     return entry.strip()
 
 
-def _port(text: object) -> int:
-    """A port as a WSGI server reports it (text; uWSGI leaves it out): 0 when unknown."""
-    try:
-        port = int(text)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+def _port(reported: object) -> int | None:
+    """A peer's port as the server reported it (an int; WSGI: text, which uWSGI leaves
+    out: 0, unknown), or ``None`` when it is not a port (then the peer is not an address)."""
+    if type(reported) is int:
+        return reported if 0 <= reported <= 65535 else None
+    if reported is None or reported == "":
         return 0
-    return port if 0 <= port <= 65535 else 0
+    try:
+        port = int(reported)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return port if 0 <= port <= 65535 else None
 
 
 def _host(host: str) -> tuple[str, str] | None:

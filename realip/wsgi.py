@@ -22,7 +22,7 @@ from ._context import current as log_context
 from ._log import Once
 from .config import Settings
 from .connection import ConnectionResolver, proxy_header_read_by_server
-from .core import Resolver, cut_header, peer_resolution
+from .core import Current, Resolver, cut_header, peer_resolution
 from .downstream import rewrite_wsgi
 from .forwarding import FORWARDING_HEADERS
 from .hints import default_gateway
@@ -84,7 +84,8 @@ class RealIPWSGIMiddleware:
         # Looked up once: cheaper to reach per request.
         self._peers = self.memory.peers
         self._peer_facts = self._apply.peer_facts
-        self._new_connection = self._apply.resolver.connection
+        self._new_connection = self._apply.new_connection
+        self._toa = self._apply.connection.resolver
         self._decide = self._apply.decide
         self._read = self._apply.read
         self._peer_answer = self._apply.peer_answer
@@ -101,8 +102,8 @@ class RealIPWSGIMiddleware:
                 facts = self._peer_facts(environ)
             current = facts.current
             if current[0] != key:  # not the connection of last time
-                current = self._new_connection(facts, key)
-            if current[2] or self._downstream:  # the connection's own answer (TOA), or headers to rewrite
+                facts, current = self._new_connection(environ, facts, key)
+            if (current[2] and self._toa.asks_toa) or self._downstream:  # its own answer (TOA), headers to rewrite
                 resolution = self._decide(environ, None, facts, current)
                 if resolution is not None and self._downstream:  # the headers libraries read hold only the believed
                     rewrite_wsgi(environ, resolution, self._header)
@@ -159,12 +160,22 @@ class EnvironResolver:
             and self.prefix_key is None
             and self.client_key is None
         )
-        # Per connection: ask about it (TOA) now? Not on a host known to have no module.
-        resolver.may_ask = self.connection.resolver.wants
+        # Per connection: ask about it (TOA)? The clock (a host known to have no module is
+        # asked once a minute) is read per request: a connection is never told "no" for good.
+        resolver.may_ask = self.connection.resolver.may_ask
         self._once = Once()
 
     def __call__(self, environ: Environ, connection: Resolution | None = None) -> Resolution | None:
         return self.resolve(environ, connection)
+
+    def new_connection(self, environ: Environ, facts: PeerFacts, key: tuple[Any, Any]) -> tuple[PeerFacts, Current]:
+        """Another connection from a known peer host (``key``: REMOTE_ADDR, REMOTE_PORT):
+        its facts and ``current``; a port that is not one makes a peer without an address."""
+        current = self.resolver.connection(facts, key)
+        if current is None:
+            facts = self.resolver.unaddressed(key, unix=_unix_listener(environ))
+            return facts, facts.current
+        return facts, current
 
     def peer_facts(self, environ: Environ) -> PeerFacts:
         """What is decided about the request's socket peer (remembered per peer host);
@@ -181,7 +192,7 @@ class EnvironResolver:
         connection: Resolution | None = None,
         *,
         facts: PeerFacts | None = None,
-        current: tuple[object, Resolution, bool] | None = None,
+        current: Current | None = None,
     ) -> Resolution | None:
         """The answer, applied to ``environ``; ``None`` when the request must be rejected
         (or its connection is gone: then ``environ["realip"]`` is ``CONNECTION_GONE``).
@@ -201,7 +212,7 @@ class EnvironResolver:
         environ: Environ,
         connection: Resolution | None,
         facts: PeerFacts | None,
-        current: tuple[object, Resolution, bool] | None,
+        current: Current | None,
     ) -> Resolution | None:
         """:meth:`resolve` without the downstream headers (the middleware writes them)."""
         if connection is not None:
@@ -213,15 +224,13 @@ class EnvironResolver:
                 key = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
                 current = facts.current
                 if current[0] != key:  # another thread's connection from the same host
-                    current = self.resolver.connection(facts, key)
+                    facts, current = self.new_connection(environ, facts, key)
         if current is None:  # a connection's answer: the same for every request
             current = facts.current
         if current[2]:  # a peer that would be trusted: the connection's own answer (TOA)
             asked = self.connection.ask(environ, facts, current[1])
             if asked is not facts:
                 facts, current = asked, asked.current
-            elif current[0] is not None:  # nothing to add (no module here): not asked again
-                current = facts.current = (current[0], current[1], False)
         base = current[1]
         if facts is _GONE or base is CONNECTION_GONE:
             environ["realip"] = CONNECTION_GONE

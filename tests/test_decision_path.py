@@ -133,11 +133,14 @@ def test_the_host_table_holds_hosts_not_connections() -> None:
 # ------------------------------------------------------------------------------ the uvicorn fold
 
 
-def test_the_uvicorn_protocol_calls_the_app_behind_the_middleware_directly() -> None:
+def test_the_uvicorn_protocol_calls_the_app_behind_the_middleware_directly(monkeypatch: pytest.MonkeyPatch) -> None:
     """RealIPMiddleware as the server's app: the connection's call decides and returns the
     inner app's coroutine (no middleware coroutine), with the answer the middleware gives."""
     pytest.importorskip("uvicorn")
+    from realip._context import BINDING
     from realip.uvicorn import ConnectionApp
+
+    monkeypatch.setattr(BINDING, "on", False)  # as in a process that never imported realip.logcontext
 
     async def inner(scope: dict, receive: Any, send: Any) -> None:
         scope["seen"] = True
@@ -182,6 +185,32 @@ def test_the_uvicorn_fold_rejects_as_the_middleware_does_and_leaves_the_rest_to_
     assert ran == ["lifespan"]
 
 
+def test_the_uvicorn_fold_leaves_requests_to_the_middleware_while_the_log_context_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Binding the log context needs a coroutine around the app: the middleware's own."""
+    pytest.importorskip("uvicorn")
+    from realip._context import BINDING, current
+    from realip.uvicorn import ConnectionApp
+
+    monkeypatch.setattr(BINDING, "on", True)
+    seen: list[Any] = []
+
+    async def inner(scope: dict, receive: Any, send: Any) -> None:
+        seen.append(current.get())
+
+    peer = ("10.0.0.2", 5000)
+    call = ConnectionApp(
+        RealIPMiddleware(inner, environ={}, trusted_proxies=TRUSTED), make_resolution(peer, peer, "peer")
+    )
+    coroutine = call(
+        {"type": "http", "client": peer, "headers": [(b"x-forwarded-for", b"203.0.113.5")]}, _nothing, _nothing
+    )
+    assert coroutine.cr_code is not inner.__code__  # type: ignore[attr-defined]
+    asyncio.run(coroutine)  # type: ignore[arg-type]
+    assert seen[0] is not None and seen[0].client == ("203.0.113.5", 0)
+
+
 # ------------------------------------------------------------------------------ the log context switch
 
 _WITHOUT = """
@@ -211,3 +240,71 @@ def test_the_log_context_is_bound_once_realip_logcontext_is_imported() -> None:
     done = subprocess.run([sys.executable, "-c", _WITHOUT], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["False [None, None]", "True ['peer', 'peer']"]
+
+
+# ------------------------------------------------------------------------------ what a host's entry must not carry over
+
+# (A missing port, ("10.0.0.2", None), is not among them: it is unknown, 0, as uWSGI reports it.)
+MALFORMED_CLIENTS = [("10.0.0.2", 4001, "x"), ("10.0.0.2",), ["10.0.0.2", 4002, 5], ("10.0.0.2", "x"),
+                     ("10.0.0.2", 70000), ("10.0.0.2", -1)]  # fmt: skip
+
+
+@pytest.mark.parametrize("client", MALFORMED_CLIENTS, ids=repr)
+def test_a_malformed_peer_of_a_known_proxy_host_is_not_that_proxy(client: Any) -> None:
+    """Once 10.0.0.2 is known as a trusted proxy, a server's odd report with that host
+    (not a pair, or a port that is not one) is answered as a fresh middleware answers
+    it: not an address, its header never believed."""
+    warm = RealIPMiddleware(None, environ={}, trusted_proxies=TRUSTED)
+    _asgi(warm, ("10.0.0.2", 4000), "203.0.113.5")
+    scope = _asgi(warm, client, "6.6.6.6")
+    assert scope == _asgi(RealIPMiddleware(None, environ={}, trusted_proxies=TRUSTED), client, "6.6.6.6")
+    assert scope["extensions"]["realip"].client is None and "6.6.6.6" not in repr(scope)
+
+
+@pytest.mark.parametrize("port", ["x", "70000", "-1", "4000 4001"])
+def test_a_wsgi_port_that_is_not_one_makes_no_address_even_from_a_known_proxy(port: str) -> None:
+    warm = RealIPWSGIMiddleware(None, environ={}, trusted_proxies=TRUSTED)
+    _wsgi(warm, "10.0.0.2", "4000", "203.0.113.5")
+    environ = _wsgi(warm, "10.0.0.2", port, "6.6.6.6")
+    assert environ == _wsgi(
+        RealIPWSGIMiddleware(None, environ={}, trusted_proxies=TRUSTED), "10.0.0.2", port, "6.6.6.6"
+    )
+    assert environ["realip"].client is None and "HTTP_X_FORWARDED_FOR" not in environ
+
+
+def test_a_connection_reusing_a_load_balancers_address_and_port_is_still_asked() -> None:
+    """A TOA lookup that found no module is retried a minute later. A connection seen
+    in that minute must not pass its "not asked" on to a later connection from the
+    same address and port (load balancers reuse source ports): that one is asked, and
+    the client's own X-Forwarded-For is not believed from a TOA load balancer."""
+    import time
+
+    from realip.core import peer_resolution
+
+    wsgi = RealIPWSGIMiddleware(
+        lambda e, s: [b""], environ={}, trusted_proxies="100.125.0.0/16", toa_peers="100.125.0.0/16"
+    )
+    resolver = wsgi._apply.connection.resolver
+
+    class Connection:  # stands in for the accepted socket; the kernel module's answer is what it carries
+        def __init__(self, toa_client: str | None) -> None:
+            self.toa_client = toa_client
+
+    def resolve(sock: Any, peer: Any, unix: bool = False) -> Any:
+        base = peer_resolution(tuple(peer))
+        if not resolver.asks_toa or sock.toa_client is None:
+            return base
+        return make_resolution((sock.toa_client, 1234), base.peer, Source.TOA, (base.client[0],))
+
+    resolver.resolve = resolve  # type: ignore[method-assign]
+
+    def request(sock: Connection) -> tuple[str, str]:
+        environ = {"REMOTE_ADDR": "100.125.1.1", "REMOTE_PORT": "40000", "gunicorn.socket": sock,
+                   "HTTP_X_FORWARDED_FOR": "6.6.6.6"}  # fmt: skip
+        wsgi(environ, lambda *a: None)
+        return environ["REMOTE_ADDR"], environ["realip"].source
+
+    resolver._module_absent_until = time.monotonic() + 60  # "no module": not asked for a minute
+    request(Connection(None))
+    resolver._module_absent_until = time.monotonic() - 1  # the minute is over; the module is there
+    assert request(Connection("198.51.100.1")) == ("198.51.100.1", "toa")
