@@ -498,12 +498,7 @@ def _write(environ: Environ, resolution: Resolution) -> Resolution:
             environ["HTTP_HOST"] = host if port == default else f"{host}:{port}"
     if resolution.prefix is not None:  # only set with forwarded_prefix
         environ["SCRIPT_NAME"] = resolution.prefix + environ.get("SCRIPT_NAME", "")
-    client = resolution.client
-    if client is not None:
-        environ["REMOTE_ADDR"] = client[0]
-        environ["REMOTE_PORT"] = str(client[1])
-    environ["realip"] = resolution
-    return resolution
+    return _write_client(environ, resolution)
 
 
 def _reject(start_response: StartResponse, *, gone: bool = False) -> Iterable[bytes]:
