@@ -67,17 +67,16 @@ class PeerFacts:
     """Everything decided about one peer host (or one connection's answer), once.
 
     ``read``: it is a trusted proxy, whose header decides. ``strip``: it is
-    not, and the forwarding headers it sends are removed. ``ask``: its
-    connections may be asked about (TOA; WSGI). ``remote_addr``: the WSGI
-    ``REMOTE_ADDR`` to write (the canonical host), ``None`` when unchanged.
+    not, and the forwarding headers it sends are removed. ``remote_addr``: the
+    WSGI ``REMOTE_ADDR`` to write (the canonical host), ``None`` when unchanged.
 
     ``current``: ``(key, resolution, ask)``, the answer from the transport alone
     for the latest connection from this host, with that connection's peer as
     the server reported it (``key``: ``scope["client"]``, or WSGI's
-    ``(REMOTE_ADDR, REMOTE_PORT)``); a keep-alive request finds its own
-    connection there, a new one makes its own (:meth:`connection`). For a
-    connection's answer (TOA, PROXY protocol), ``key`` is ``None`` and the
-    answer never changes.
+    ``(REMOTE_ADDR, REMOTE_PORT)``), and whether the connection may be asked
+    about (TOA; WSGI); a keep-alive request finds its own connection there, a
+    new one makes its own (:meth:`connection`). For a connection's answer (TOA,
+    PROXY protocol), ``key`` is ``None`` and the answer never changes.
 
     ``last``: the keep-alive memo, ``(header as last seen, its answer)``, only
     for short texts and answers without an error; it is the current
@@ -87,7 +86,7 @@ class PeerFacts:
     an old pair or a new one, and check whose connection it is.
     """
 
-    __slots__ = ("ask", "client_host", "current", "last", "read", "remote_addr", "source", "strip")
+    __slots__ = ("client_host", "current", "last", "read", "remote_addr", "source", "strip")
 
     def __init__(
         self,
@@ -103,7 +102,6 @@ class PeerFacts:
         self.current: tuple[object, Resolution, bool] = (key, resolution, ask)
         self.read = read
         self.strip = strip
-        self.ask = ask
         self.remote_addr = remote_addr
         self.client_host = resolution.client[0] if resolution.client is not None else None
         self.source = source
@@ -145,12 +143,6 @@ class PeerFacts:
         answer = _new_tuple(Resolution, (answer[0], base.peer, *answer[2:]))
         self.last = (header, answer)
         return answer
-
-    def remember(self, header: object, answer: Resolution, length: int) -> None:
-        """Keep the answer for this header, when it is short and without an error (one
-        assignment: threads see the old pair or the new one)."""
-        if length <= CACHED_TEXT_LENGTH and answer.error is None:
-            self.last = (header, answer)
 
 
 _new_tuple = tuple.__new__

@@ -64,8 +64,8 @@ _once = Once()
 class ConnectionApp:
     """Wraps the app for one connection: publishes the connection's answer.
 
-    When the server's app is :class:`realip.RealIPMiddleware` itself (``realip
-    serve``, ``uvicorn app:app`` with the middleware outermost), its decision
+    When the server's app is :class:`realip.RealIPMiddleware` itself (``uvicorn
+    app:app`` with ``app = RealIPMiddleware(...)``, the middleware outermost), its decision
     runs here, once per request, with the connection's facts decided once per
     connection: the app behind it is called directly, without the middleware's
     coroutine in between. Everything else (another app, the log context bound,
