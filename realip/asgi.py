@@ -164,18 +164,41 @@ class RealIPMiddleware:
         Synchronous: realip's uvicorn protocols call it directly when this
         middleware is the server's app, without a coroutine of its own per request.
         """
-        if facts.read:  # a trusted proxy: its header decides
-            resolution = self._read(scope, facts, base) if self._plain else self._read_all(scope, base)
-            if resolution is None:
-                return None
-        else:
+        resolution: Resolution | None
+        if not facts.read:  # not a trusted proxy: what it says about itself is removed
             resolution = base
-            if facts.strip:  # anyone else: what it says about itself is removed
+            if facts.strip:
                 names = self._strip_names
                 for name, _ in scope.get("headers", ()):
                     if name in names:
                         self._strip(scope, resolution)
                         break
+        elif self._plain:  # a trusted proxy's header names the client, and nothing else is read
+            header = self._header
+            found = more = None
+            for k, v in scope["headers"]:  # all instances, joined with "," (a list header may repeat)
+                if k == header:
+                    if found is None:
+                        found = v
+                    elif more is None:
+                        more = [found, v]
+                    else:
+                        more.append(v)
+            if more is not None:
+                found = b",".join(more)
+            elif found is None:
+                found = b""
+            last = facts.last
+            if last is not None and last[0] == found and last[1].peer is base.peer:
+                resolution = last[1]  # the keep-alive case: the same text as last time, this connection
+            else:
+                resolution = self._read(scope, facts, base, found)
+                if resolution is None:
+                    return None
+        else:  # scheme, host, port, prefix or a CDN's own header come from it too
+            resolution = self._read_all(scope, base)
+            if resolution is None:
+                return None
         client = resolution.client
         if client is not None:
             scope["client"] = client
@@ -196,25 +219,11 @@ class RealIPMiddleware:
         held to this middleware's own options; for :meth:`resolve_scope`."""
         return self._resolver.facts_for(self._resolver.admit(answer))
 
-    def _read(self, scope: Scope, facts: PeerFacts, base: Resolution) -> Resolution | None:
-        """A trusted proxy's header, when it alone decides; ``None``: reject the request."""
-        header = self._header
-        found = more = None
-        for k, v in scope["headers"]:  # all instances, joined with "," (a list header may repeat)
-            if k == header:
-                if found is None:
-                    found = v
-                elif more is None:
-                    more = [found, v]
-                else:
-                    more.append(v)
-        if more is not None:
-            found = b",".join(more)
-        if found is None:
-            found = b""
-        last = facts.last
-        if last is not None and last[0] == found:  # the same text as last time: the keep-alive case
-            resolution = last[1] if last[1].peer is base.peer else facts.remembered(found, base)
+    def _read(self, scope: Scope, facts: PeerFacts, base: Resolution, found: bytes) -> Resolution | None:
+        """A trusted proxy's header text ``found`` (all instances joined), when it alone
+        decides and is not this connection's last one; ``None``: reject the request."""
+        if facts.last is not None:  # the same text from another connection of this host
+            resolution = facts.remembered(found, base)
             if resolution is not None:
                 return resolution
         resolution = self._resolver.read_header(facts, base, found)
