@@ -214,14 +214,13 @@ class ConnectionResolver:
         host without the module is asked once a minute at most)."""
         if not self.toa:
             return False
-        if self._asks_every_peer():  # a module that rewrites peers: provenance for every connection
-            return True
         host = client[0]
         found = self._is_asked_peer.get(host)
         if found is None:
             found = self._asked.contains_text(host)
             self._is_asked_peer.put(host, found)
-        return found
+        # Any other peer too while a module that rewrites peers is loaded: provenance for every connection.
+        return found or self._asks_every_peer()
 
     def resolve(self, sock: object, peer: tuple[str, int] | list[object] | None, *, unix: bool = False) -> Resolution:
         """The connection's answer, starting from the socket peer the server reported.

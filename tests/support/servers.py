@@ -109,6 +109,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(STOP_TIMEOUT)
 
 
+#: Starts of a ``{port}`` server: the port is free when picked, and another process
+#: may take it before the server binds it; then the server is started on a new one.
+PORT_ATTEMPTS = 3
+
+
 @contextlib.contextmanager
 def serve(
     name: str,
@@ -125,8 +130,32 @@ def serve(
     """Run ``argv`` with ``{fd}`` replaced by the listening socket's descriptor.
 
     A server that cannot take a socket (uWSGI, waitress) gets ``{port}``
-    instead: the port is picked here and freed just before the server binds it.
+    instead: the port is picked here and freed just before the server binds it;
+    if another process took it meanwhile, the server is started again on a new
+    one (at most :data:`PORT_ATTEMPTS` times).
     """
+    by_port = not any("{fd}" in a for a in argv) and any("{port}" in a for a in argv)
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        server = _start(name, argv, tmp_path, family, env, cwd)
+        try:
+            _wait_ready(server, family, ready, ready_path, ready_log)
+        except RuntimeError:
+            stop(server.process)
+            server.sock.close()
+            if by_port and attempt < PORT_ATTEMPTS and "Address already in use" in server.log():
+                continue
+            raise
+        break
+    try:
+        yield server
+    finally:
+        stop(server.process)
+        server.sock.close()
+
+
+def _start(
+    name: str, argv: Sequence[str], tmp_path: Path, family: str, env: dict[str, str] | None, cwd: Path
+) -> Server:
     sock = listening_socket(family)
     fd = sock.fileno()
     port = sock.getsockname()[1]
@@ -146,28 +175,28 @@ def serve(
             cwd=cwd,
             start_new_session=True,
         )
-    server = Server(name, process, port, log_path, sock)
-    try:
-        if not ready:  # the caller checks readiness its own way (e.g. PROXY protocol listeners)
-            _wait_for_log(server, ready_log, START_TIMEOUT)
-            yield server
+    return Server(name, process, port, log_path, sock)
+
+
+def _wait_ready(server: Server, family: str, ready: bool, ready_path: str, ready_log: str) -> None:
+    """Until the server answers on ``ready_path`` (or, ``ready=False``, logs ``ready_log``)."""
+    if not ready:  # the caller checks readiness its own way (e.g. PROXY protocol listeners)
+        _wait_for_log(server, ready_log, START_TIMEOUT)
+        return
+    ready_host = "::1" if family == "v6" else "127.0.0.1"
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}:\n{server.log()[-4000:]}")
+        try:
+            httpx.get(server.url(ready_host, ready_path), timeout=2.0)
             return
-        ready_host = "::1" if family == "v6" else "127.0.0.1"
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{server.log()[-4000:]}")
-            try:
-                httpx.get(server.url(ready_host, ready_path), timeout=2.0)
-                break
-            except httpx.HTTPError as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not answer in {START_TIMEOUT}s:\n{server.log()[-4000:]}") from exc
-                time.sleep(0.1)
-        yield server
-    finally:
-        stop(process)
-        sock.close()
+        except httpx.HTTPError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{server.name} did not answer in {START_TIMEOUT}s:\n{server.log()[-4000:]}"
+                ) from exc
+            time.sleep(0.1)
 
 
 def tool(name: str) -> str:
