@@ -165,8 +165,9 @@ class Memory:
         self.connections = BoundedCache()
         #: canonical host text -> whether it is a trusted proxy
         self.trusted_hosts = BoundedCache()
-        #: X-Forwarded-For entry text -> whether it is a trusted proxy, for bare IPv4 entries
-        #: (the proxies' own entries come back in every header)
+        #: X-Forwarded-For entry as written (at most 32 characters) -> its address text if it
+        #: is a trusted proxy, "" if another IPv4 address (the proxies' own entries come back
+        #: in every header)
         self.entries = BoundedCache()
         #: header text (at most CACHED_TEXT_LENGTH) -> what the strategy made of it, as texts
         self.decisions = BoundedCache()

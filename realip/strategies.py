@@ -337,7 +337,7 @@ class RightmostUntrusted:
         canonical, exactly ``str()`` of what :meth:`decide` returns (its ``error``
         is then ``None``). Anything else (``Forwarded``, ports, IPv6, garbage, a
         walk that reaches the cut of a long header, a missing header) gives
-        ``None``: ask :meth:`decide`. ``known``: entry text -> trusted, for bare
+        ``None``: ask :meth:`decide`. ``known``: what the walk learnt about bare
         IPv4 entries, kept between calls by the caller (:class:`realip.memory.Memory`).
         """
         found = self._walk_texts(value, trusted, known)
@@ -403,6 +403,9 @@ _from_bytes = int.from_bytes
 #: Entries split off first: most walks end within a few (the client, then the proxies'
 #: own); making all ``MAX_ENTRIES`` strings of a long header to use two is most of its cost.
 _FIRST_ENTRIES: Final = 8
+#: Longest entry, as written (spaces included), kept in the walk's memory: an IPv4
+#: address and a little space; a client padding one with kilobytes of blanks is not kept.
+_ENTRY_KEY_LENGTH: Final = 32
 
 
 def _rightmost_list_texts(
@@ -414,7 +417,8 @@ def _rightmost_list_texts(
     the walk reached it (every entry after it trusted): then, as the full walk
     does, the last trusted hop passed is the client. Only the window
     :func:`~realip.forwarding.last_entries` keeps is split, the last few entries
-    first. ``known`` holds, per entry text, whether it is a trusted proxy.
+    first. ``known`` holds, per entry as written (up to 32 characters), its
+    address text if it is a trusted proxy, ``""`` if it is another IPv4 address.
 
     An entry ``inet_pton`` accepts as IPv4 is canonical text already (four decimal
     numbers, no leading zeros: exactly what :mod:`ipaddress` accepts, which
@@ -429,24 +433,29 @@ def _rightmost_list_texts(
             return None  # blank: the full walk says it is missing
         walked: list[str] = []  # rightmost first
         for i in range(len(entries) - 1, -1, -1):
-            text = entries[i].strip(" \t")
-            found = known.get(text)
-            if found is None:
+            entry = entries[i]
+            text = known.get(entry)  # as written: its address if a trusted proxy, "" if another one
+            if text is None:
+                text = entry.strip(" \t")
                 if ":" in text:
                     return None  # a port or IPv6: the full walk
                 try:
                     number = _from_bytes(_inet_pton(_AF_INET, text), "big")
                 except (OSError, ValueError):
                     return None  # garbage (or blank): the full walk stops there and says why
-                found = False
                 for network, mask in networks:
                     if number & mask == network:
-                        found = True
                         break
-                known.put(text, found)
-            if not found:  # not a trusted proxy: the client
+                else:  # not a trusted proxy: the client
+                    if len(entry) <= _ENTRY_KEY_LENGTH:
+                        known.put(entry, "")
+                    walked.reverse()
+                    return (text, 0), tuple(walked), None
+                if len(entry) <= _ENTRY_KEY_LENGTH:
+                    known.put(entry, text)
+            elif not text:  # not a trusted proxy: the client
                 walked.reverse()
-                return (text, 0), tuple(walked), None
+                return (entry.strip(" \t"), 0), tuple(walked), None
             walked.append(text)
         if cut is None or limit == MAX_ENTRIES:
             break  # the whole header walked, or the walk reached its cut

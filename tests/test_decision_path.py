@@ -308,3 +308,15 @@ def test_a_connection_reusing_a_load_balancers_address_and_port_is_still_asked()
     request(Connection(None))
     resolver._module_absent_until = time.monotonic() - 1  # the minute is over; the module is there
     assert request(Connection("198.51.100.1")) == ("198.51.100.1", "toa")
+
+
+def test_an_entry_padded_with_blanks_is_walked_but_not_kept() -> None:
+    """The walk remembers entries as written, short ones only: kilobytes of spaces around
+    an address are decided every time and never become a key."""
+    asgi = RealIPMiddleware(None, environ={}, trusted_proxies=TRUSTED)
+    padded = " " * 4000 + "10.0.0.7"
+    for client in ("203.0.113.5", "203.0.113.6"):
+        scope = _asgi(asgi, ("10.0.0.2", 4000), f"{client},{padded}, 10.0.0.1")
+        assert scope["extensions"]["realip"].client == (client, 0)
+        assert scope["extensions"]["realip"].hops == ("10.0.0.7", "10.0.0.1", "10.0.0.2")
+    assert max(len(key) for key in asgi.memory.entries) <= 32
