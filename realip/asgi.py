@@ -2,8 +2,8 @@
 
 Top to bottom, per request: what the server gives (``scope["client"]``, or
 the server integration's connection answer) -> the peer host's
-:class:`~realip.memory.PeerFacts` (:meth:`~realip.core.Resolver.new_peer` the
-first time), with this connection's answer from the transport -> for a
+:class:`~realip.memory.PeerFacts` (:meth:`~realip.core.Resolver.peer` for a new
+host or connection), with this connection's answer from the transport -> for a
 trusted proxy, its header's bytes -> the keep-alive memo or
 :meth:`~realip.core.Resolver.read_header` -> ``scope["client"]`` and
 ``scope["extensions"]["realip"]`` (``RealIPMiddleware.resolve_scope``).
@@ -133,11 +133,8 @@ class RealIPMiddleware:
                 facts = self._peers.get(client[0])  # type: ignore[index]
             except (TypeError, KeyError, IndexError):  # no address, or not a pair
                 facts = None
-            if facts is None:  # a new host (a miss is a None, never a raised KeyError)
-                facts = self._new_peer(scope)
-            current = facts.current
-            if current[0] is not client and current[0] != client:  # not the connection of last time
-                facts, current = self._connection(scope, facts, client)
+            if facts is None or ((current := facts.current)[0] is not client and current[0] != client):
+                facts, current = self._peer(scope, facts, client)  # a new host, or not the connection of last time
             base = current[1]
         else:  # the connection's answer (TOA, PROXY protocol) from a realip server integration
             facts = self._resolver.connection_facts(connection)
@@ -289,33 +286,24 @@ class RealIPMiddleware:
                     recorder.stripped(k)
         self._resolver.stripped(resolution)
 
-    def _new_peer(self, scope: Scope) -> PeerFacts:
-        """Facts about a peer host not seen before (or a peer without an address, never remembered)."""
-        if self._notice_pending:  # checked on a new peer only: the first request is one
+    def _peer(self, scope: Scope, facts: PeerFacts | None, client: Any) -> tuple[PeerFacts, Current]:
+        """A new peer host, or another connection from a known one: the facts and this
+        connection's answer from the transport (a peer without an address: never remembered)."""
+        uvicorn_pair = type(client) is tuple and len(client) == 2 and type(client[1]) is int and 0 < client[1] < 65536
+        if facts is not None and uvicorn_pair:  # what uvicorn reports: the pair is the peer
+            return facts, facts.connection(client, client)
+        if self._notice_pending:  # checked off the keep-alive path: the first request gets here
             self._no_integration(scope)
-        client = scope.get("client")
-        facts = self._resolver.new_peer(client)
-        if facts is None:
+        found = self._resolver.peer(client)
+        if found is None:
             # No address: a Unix-socket peer only if the listener is one (uvicorn reports no server
             # address for it, or a path); a TCP connection whose peer is already gone (reset before
             # getpeername()) also has none, and is never trusted.
-            return self._resolver.unaddressed(client, unix=_unix_listener(scope))
-        if client[1] == 0:  # type: ignore[index] # an address: a pair
+            unaddressed = self._resolver.unaddressed(client, unix=_unix_listener(scope))
+            return unaddressed, unaddressed.current
+        if found[1][1].client[1] == 0:  # type: ignore[index]
             self._check_rewritten_by_server(scope)
-        return facts
-
-    def _connection(self, scope: Scope, facts: PeerFacts, client: Any) -> tuple[PeerFacts, Current]:
-        """Another connection from a known peer host: its own answer from the transport
-        (or, for a peer that is not an address after all, the facts of one without)."""
-        if type(client) is tuple and len(client) == 2 and type(client[1]) is int and 0 < client[1] <= 65535:
-            return facts, facts.connection(client, client)  # what uvicorn reports
-        current = self._resolver.connection(facts, client)
-        if current is None:  # not a pair, or a port that is not one: not an address
-            facts = self._resolver.unaddressed(client, unix=_unix_listener(scope))
-            return facts, facts.current
-        if current[1].client[1] == 0:  # type: ignore[index]
-            self._check_rewritten_by_server(scope)
-        return facts, current
+        return found
 
     def _check_rewritten_by_server(self, scope: Scope) -> None:
         """Warn once when the server already took the client from a header.

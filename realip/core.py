@@ -4,7 +4,7 @@ An adapter (:mod:`realip.asgi`, :mod:`realip.wsgi`, :mod:`realip.django`)
 reads what the server gives and asks the :class:`Resolver` two things, in
 this order:
 
-1. :meth:`Resolver.peer_facts` (or :meth:`Resolver.connection_facts` for a
+1. :meth:`Resolver.peer` (or :meth:`Resolver.connection_facts` for a
    server integration's answer): what the transport says, and whether that
    address is a trusted proxy. Decided once per peer host and remembered
    (:mod:`realip.memory`).
@@ -130,25 +130,36 @@ class Resolver:
         the listener is one. ``ask``: ask the connection about it (TOA) whatever
         :attr:`may_ask` says. Remembered per host, except peers without an address.
         """
-        facts = self.known_peer(peer)
-        if facts is None:
-            facts = self.new_peer(peer)
-            if facts is None:
-                return self.unaddressed(peer, unix=unix)
+        found = self.peer(peer)
+        if found is None:
+            return self.unaddressed(peer, unix=unix)
+        facts = found[0]
         if ask and not facts.current[2]:
             facts.current = (*facts.current[:2], True)
         return facts
 
-    def known_peer(self, peer: object) -> PeerFacts | None:
-        """The facts of a peer whose host is remembered, with this connection current; else
-        ``None`` (a new host, or not an address: no pair, or a port that is not one)."""
+    def peer(self, peer: object) -> tuple[PeerFacts, Current] | None:
+        """The facts of a socket peer as the server reported it (remembered per host),
+        and this connection's ``current``; ``None`` when it is not an address (no
+        pair, a host that is not an address, a port that is not one).
+
+        The adapters look a keep-alive request's host up themselves and come here
+        for a new host or another connection than the host's last one.
+        """
         try:
             facts: PeerFacts | None = self.memory.peers.get(peer[0])  # type: ignore[index]
         except (TypeError, KeyError, IndexError):  # None, not a pair, not hashable
             return None
-        if facts is not None and facts.current[0] != peer and self.connection(facts, peer) is None:
-            return None
-        return facts
+        if facts is None:
+            facts = self.new_peer(peer)
+            if facts is None:
+                return None
+        current = facts.current  # read once: another thread may make its own connection current
+        if current[0] != peer:
+            current = self.connection(facts, peer)  # type: ignore[assignment]
+            if current is None:
+                return None
+        return facts, current
 
     def connection(self, facts: PeerFacts, peer: object) -> Current | None:
         """The transport's answer for another connection from a remembered host, as
@@ -312,14 +323,7 @@ class Resolver:
         remembered per text, and the answer per connection (``facts.last``).
         ``base`` is the transport's answer for this connection (``facts.current``).
         """
-        if len(raw) <= CACHED_TEXT_LENGTH:  # a text no chain of proxies exceeds: remembered
-            decided: Decided | None = self.memory.decisions.get(raw)
-            if decided is None:
-                decided = self._decided(_as_text(raw))
-                self.memory.decisions.put(raw, decided)
-        else:  # never hashed, never kept; the left part beyond the window never decoded
-            decided = self._decided(_as_text(raw[-(MAX_HEADER_LENGTH + 1) :]))
-        found = self._answer(base, decided)
+        found = self._answer(base, self._decision(raw))
         if found.error is None:
             if len(raw) <= CACHED_TEXT_LENGTH:
                 facts.last = (raw, found)
@@ -367,26 +371,15 @@ class Resolver:
     ) -> Resolution:
         """The answer for ``base`` (a trusted proxy's) with these header texts: a pure
         function of its inputs and the settings. The parsing is remembered per text."""
-        decided: Decided | None
         if self._paired is not None:  # a CDN strategy: two headers and the peer decide
             decided = self._decided_paired(value, client, base.client[0] if base.client is not None else None)
-        elif len(value) <= CACHED_TEXT_LENGTH:  # never hash a long text: it is not kept anyway
-            decided = self.memory.decisions.get(value)
-            if decided is None:
-                decided = self._decided(value)
-                self.memory.decisions.put(value, decided)
         else:
-            decided = self._decided(value)
-        if not self._extras:  # nothing but the client comes from the headers
-            return self._answer(base, decided)
-        client_address, decision_hops, error, decision_proto, decision_host, named_by = decided
-        if client_address is None:
-            return base if error is None else base._replace(error=error)
-        hops = decision_hops
-        if base.client is not None:
-            hops += (base.client[0],)
-        if base.hops:
-            hops += base.hops
+            decided = self._decision(value)
+        found = self._answer(base, decided)
+        if not self._extras or decided[0] is None:  # nothing but the client comes from the headers, or no client
+            return found
+        _, _, error, decision_proto, decision_host, _ = decided
+        hops = found.hops
         scheme = forwarded_host = forwarded_prefix = None
         server_port = None
         proxies = len(hops) - len(base.hops)  # the trusted proxies that handled the request
@@ -415,9 +408,21 @@ class Resolver:
                 forwarded_prefix, why = path_prefix(picked)
                 if why is not None and error is None:
                     error = f"x-forwarded-prefix: {snippet(picked)} is not a path prefix: {why}"
-        return make_resolution(client_address, base.peer, named_by or self._source, hops, error,
-                               base.toa, base.proxy_protocol, scheme, forwarded_host, server_port,
+        return make_resolution(found.client, found.peer, found.source, hops, error, found.toa,
+                               found.proxy_protocol, scheme, forwarded_host, server_port,
                                forwarded_prefix or None)  # fmt: skip
+
+    def _decision(self, raw: str | bytes) -> Decided:
+        """What the strategy made of a header text as the server gave it (ASGI bytes, WSGI
+        text): remembered per short text; a long one is never hashed or kept, and only
+        its last ``MAX_HEADER_LENGTH`` characters (and one) are decoded."""
+        if len(raw) <= CACHED_TEXT_LENGTH:  # a text no chain of proxies exceeds: remembered
+            decided: Decided | None = self.memory.decisions.get(raw)
+            if decided is None:
+                decided = self._decided(_as_text(raw))
+                self.memory.decisions.put(raw, decided)
+            return decided
+        return self._decided(_as_text(raw[-(MAX_HEADER_LENGTH + 1) :]))
 
     def _answer(self, base: Resolution, decided: Decided) -> Resolution:
         """The answer for ``base`` (a trusted proxy's) once its header is decided: the

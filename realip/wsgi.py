@@ -83,8 +83,7 @@ class RealIPWSGIMiddleware:
         self.memory = self._apply.resolver.memory
         # Looked up once: cheaper to reach per request.
         self._peers = self.memory.peers
-        self._peer_facts = self._apply.peer_facts
-        self._new_connection = self._apply.new_connection
+        self._peer = self._apply.peer
         self._toa = self._apply.connection.resolver
         self._decide = self._apply.decide
         self._read = self._apply.read
@@ -98,11 +97,9 @@ class RealIPWSGIMiddleware:
             addr = environ.get("REMOTE_ADDR")
             key = (addr, environ.get("REMOTE_PORT"))
             facts = self._peers.get(addr)
-            if facts is None:  # a new peer host
-                facts = self._peer_facts(environ)
-            current = facts.current
-            if current[0] != key:  # not the connection of last time
-                facts, current = self._new_connection(environ, facts, key)
+            # facts.current is read once: another thread may make its own connection current.
+            if facts is None or (current := facts.current)[0] != key:  # a new host, or another connection
+                facts, current = self._peer(environ, key)
             if (current[2] and self._toa.asks_toa) or self._downstream:  # its own answer (TOA), headers to rewrite
                 resolution = self._decide(environ, None, facts, current)
                 if resolution is not None and self._downstream:  # the headers libraries read hold only the believed
@@ -168,23 +165,15 @@ class EnvironResolver:
     def __call__(self, environ: Environ, connection: Resolution | None = None) -> Resolution | None:
         return self.resolve(environ, connection)
 
-    def new_connection(self, environ: Environ, facts: PeerFacts, key: tuple[Any, Any]) -> tuple[PeerFacts, Current]:
-        """Another connection from a known peer host (``key``: REMOTE_ADDR, REMOTE_PORT):
-        its facts and ``current``; a port that is not one makes a peer without an address."""
-        current = self.resolver.connection(facts, key)
-        if current is None:
+    def peer(self, environ: Environ, key: tuple[Any, Any]) -> tuple[PeerFacts, Current]:
+        """The request's peer facts (remembered per peer host) and this connection's
+        ``current``; ``key`` is ``(REMOTE_ADDR, REMOTE_PORT)``. A peer without an address
+        is a Unix-socket peer only on a Unix-socket listener, and never remembered."""
+        found = self.resolver.peer(key)
+        if found is None:
             facts = self.resolver.unaddressed(key, unix=_unix_listener(environ))
             return facts, facts.current
-        return facts, current
-
-    def peer_facts(self, environ: Environ) -> PeerFacts:
-        """What is decided about the request's socket peer (remembered per peer host);
-        ``facts.current`` may already be another thread's connection: check its key."""
-        peer = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
-        facts = self.resolver.known_peer(peer) or self.resolver.new_peer(peer)
-        if facts is None:  # no address: a Unix-socket peer only on a Unix-socket listener
-            return self.resolver.unaddressed(peer, unix=_unix_listener(environ))
-        return facts
+        return found
 
     def resolve(
         self,
@@ -220,11 +209,7 @@ class EnvironResolver:
         elif facts is None:
             facts = self.connection.gunicorn_proxy_protocol(environ)  # None: the connection sent no PROXY header
             if facts is None:
-                facts = self.peer_facts(environ)
-                key = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
-                current = facts.current
-                if current[0] != key:  # another thread's connection from the same host
-                    facts, current = self.new_connection(environ, facts, key)
+                facts, current = self.peer(environ, (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")))
         if current is None:  # a connection's answer: the same for every request
             current = facts.current
         if current[2]:  # a peer that would be trusted: the connection's own answer (TOA)
