@@ -1,6 +1,6 @@
 """End to end, side by side: every server loaded at once on the same CPU, requests per server CPU-second.
 
-All six servers are started first and pinned to one CPU (``sched_setaffinity`` before
+All six servers (eight with ``--e2e-parts``) are started first and pinned to one CPU (``sched_setaffinity`` before
 they exec, so gunicorn's worker inherits it); ``wrk`` runs on the other CPUs. Then short
 rounds: in each, every server gets its own ``wrk`` at the same time (started in a new
 random order), so they share the one CPU and whatever else the machine does at that
@@ -8,7 +8,7 @@ moment; each server's CPU time (utime + stime of its processes, from ``/proc/PID
 is read before and after the round. A server's figure is its requests over its
 CPU-seconds, all rounds together. Time that other processes take is not counted against
 a server, and what they do to the CPU (caches, a busy sibling hyperthread) they do to
-all six alike; one-after-the-other requests-per-second runs on a shared two-core machine
+all of them alike; one-after-the-other requests-per-second runs on a shared two-core machine
 spread by tens of percent. The second copy of bare uvicorn is the method's resolution:
 it should read the same as the first.
 
@@ -40,14 +40,25 @@ XFF_SENT = f"{CLIENT}, 127.0.0.9"
 BARE, BARE_COPY = "uvicorn bare", "uvicorn bare, 2nd copy"
 REALIP, PROXY_HEADERS = "uvicorn + realip", "uvicorn --proxy-headers"
 GUNICORN, GUNICORN_REALIP = "gunicorn sync bare", "gunicorn sync + realip"
+#: For information (no goal): the two parts of uvicorn + realip apart.
+PROTOCOL_ONLY = "uvicorn, realip's protocol only"
+MIDDLEWARE_ONLY = "uvicorn + realip, uvicorn's protocol"
 #: name -> (server, variant of benchmarks/e2e_app.py, the client the app must see)
-SERVERS = {
+Servers = dict[str, tuple[str, str, str]]
+#: The servers of every run: the goals' rows.
+SERVERS: Servers = {
     BARE: ("uvicorn", "bare", "127.0.0.1"),
     BARE_COPY: ("uvicorn", "bare", "127.0.0.1"),
     REALIP: ("uvicorn", "realip", CLIENT),
     PROXY_HEADERS: ("uvicorn", "proxy-headers", CLIENT),
     GUNICORN: ("gunicorn", "bare", "127.0.0.1"),
     GUNICORN_REALIP: ("gunicorn", "realip", CLIENT),
+}
+#: ``--e2e-parts``: uvicorn + realip's two parts apart, for information. Eight servers
+#: share the CPU then, each gets less of it, and every row reads lower than with six.
+PARTS: Servers = {
+    PROTOCOL_ONLY: ("uvicorn", "protocol", "127.0.0.1"),
+    MIDDLEWARE_ONLY: ("uvicorn", "middleware", CLIENT),
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -163,15 +174,17 @@ def wrk_result(process: subprocess.Popen[str], timeout: float) -> tuple[int, flo
 
 
 @contextlib.contextmanager
-def started(tmp: Path, cpus: set[int]) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], int]]]:
-    """Every server of ``SERVERS`` at once, pinned to ``cpus``, each checked to answer as configured:
+def started(
+    tmp: Path, cpus: set[int], wanted: Servers = SERVERS
+) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], int]]]:
+    """Every server of ``wanted`` at once, pinned to ``cpus``, each checked to answer as configured:
     name -> (process, port). Stopped (their process groups, which they were started in) on exit."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REALIP_") and k != "LD_PRELOAD"}
     env["PYTHONPATH"] = str(ROOT)
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     logs = []
     try:
-        for name, (server, variant, _) in SERVERS.items():
+        for name, (server, variant, _) in wanted.items():
             port = free_port()
             log = open(tmp / f"e2e-{len(servers)}.log", "wb")  # noqa: SIM115 - closed in finally
             logs.append(log)
@@ -186,7 +199,7 @@ def started(tmp: Path, cpus: set[int]) -> Iterator[dict[str, tuple[subprocess.Po
             )
             servers[name] = (process, port)
         for i, (name, (process, port)) in enumerate(servers.items()):
-            wait_ready(name, process, port, tmp / f"e2e-{i}.log", SERVERS[name][2])
+            wait_ready(name, process, port, tmp / f"e2e-{i}.log", wanted[name][2])
         for name, (process, _) in servers.items():
             for pid in process_tree(process.pid):
                 if os.sched_getaffinity(pid) != cpus:
@@ -206,15 +219,16 @@ def started(tmp: Path, cpus: set[int]) -> Iterator[dict[str, tuple[subprocess.Po
             log.close()
 
 
-def run(duration: float, rounds: int, connections: int, tmp: Path) -> dict[str, Any]:
+def run(duration: float, rounds: int, connections: int, tmp: Path, *, parts: bool = False) -> dict[str, Any]:
     path = shutil.which("wrk")
     if path is None:
         return {"skipped": "wrk not found (apt-get install wrk)"}
     cpus = sorted(os.sched_getaffinity(0))
     server_cpus = {cpus[0]}
     wrk_cpus = set(cpus[1:]) or server_cpus
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in SERVERS}
-    with started(tmp, server_cpus) as servers:
+    wanted = {**SERVERS, **PARTS} if parts else SERVERS
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in wanted}
+    with started(tmp, server_cpus, wanted) as servers:
         for r in range(-1, rounds):  # round -1 warms every server up and is not counted
             pids = {name: process_tree(process.pid) for name, (process, _) in servers.items()}
             before = {name: cpu_seconds(pids[name]) for name in servers}
@@ -230,7 +244,7 @@ def run(duration: float, rounds: int, connections: int, tmp: Path) -> dict[str, 
                     samples[name].append({"requests": requests, "seconds": wall, "cpu": cpu, "errors": errors})
     return {
         "samples": samples,
-        "setup": f"all six servers pinned to CPU {cpus[0]} and loaded at once, each by its own "
+        "setup": f"all {len(wanted)} servers pinned to CPU {cpus[0]} and loaded at once, each by its own "
         f"`wrk -t1 -c{connections} -d{duration:g}s` on CPU {','.join(map(str, sorted(wrk_cpus)))}; {rounds} rounds "
         "(+1 warm-up); uvicorn: 1 worker, httptools, uvloop, no access log; gunicorn: 1 sync worker (a new "
         "connection per request)",
@@ -267,6 +281,7 @@ def report(results: dict[str, Any]) -> str:
             ]
         )
     copies = [a / b for a, b in zip(per_round(samples[BARE_COPY]), per_round(samples[BARE]), strict=False)]
+    bare = (rate[BARE] + rate[BARE_COPY]) / 2
     spread = rate[BARE_COPY] / rate[BARE] - 1
     header = ["server", "req per CPU-s", "median of rounds", "rounds", "wall req/s", "server CPU", "errors"]
     return "\n".join(
@@ -282,7 +297,19 @@ def report(results: dict[str, Any]) -> str:
             "",
             f"Resolution of the method: the two copies of bare uvicorn differ by {spread:+.1%}"
             + (f" (single rounds: {min(copies) - 1:+.0%} to {max(copies) - 1:+.0%})." if copies else "."),
+            *(["", parts(rate, bare)] if PROTOCOL_ONLY in rate else []),
         ]
+    )
+
+
+def parts(rate: dict[str, float], bare: float) -> str:
+    """What ``--e2e-parts`` shows: uvicorn + realip's two parts apart, against bare uvicorn."""
+    return (
+        "uvicorn + realip apart, against bare uvicorn (mean of the 2 copies), for information: "
+        "realip's protocol with the app alone (the server integration by itself) "
+        f"{rate[PROTOCOL_ONLY] / bare:.2f}; RealIPMiddleware under uvicorn's own protocol (its own "
+        f"coroutine, as `app.add_middleware` runs it) {rate[MIDDLEWARE_ONLY] / bare:.2f}; both together "
+        f"(the goal's row: the protocol runs the middleware's decision) {rate[REALIP] / bare:.2f}."
     )
 
 

@@ -9,7 +9,13 @@ uvicorn (one worker, httptools, uvloop, no access log), run by ``benchmarks/e2e.
     the app behind ``RealIPMiddleware(trusted_proxies=TRUSTED)`` with realip's protocol
     class (``realip.uvicorn:HttpToolsProtocol``), uvicorn's proxy headers off;
 ``proxy-headers``
-    the app alone with uvicorn's own ``--proxy-headers``, ``--forwarded-allow-ips=TRUSTED``.
+    the app alone with uvicorn's own ``--proxy-headers``, ``--forwarded-allow-ips=TRUSTED``;
+``protocol``
+    the app alone with realip's protocol class: what the server integration costs by itself
+    (it publishes the connection's answer to every request);
+``middleware``
+    the app behind ``RealIPMiddleware(trusted_proxies=TRUSTED)`` under uvicorn's own protocol,
+    as ``app.add_middleware(RealIPMiddleware, ...)`` runs it: the middleware's own coroutine.
 
 gunicorn (sync worker): ``gunicorn 'benchmarks.e2e_app:wsgi("bare")'`` or ``wsgi("realip")``
 (``RealIPWSGIMiddleware(trusted_proxies=TRUSTED)``).
@@ -69,6 +75,12 @@ def build(variant: str) -> tuple[Any, str, bool]:
         return RealIPMiddleware(trivial, environ={}, trusted_proxies=TRUSTED), "realip.uvicorn:HttpToolsProtocol", False
     if variant == "proxy-headers":
         return trivial, "httptools", True
+    if variant == "protocol":
+        return trivial, "realip.uvicorn:HttpToolsProtocol", False
+    if variant == "middleware":
+        from realip import RealIPMiddleware
+
+        return RealIPMiddleware(trivial, environ={}, trusted_proxies=TRUSTED), "httptools", False
     raise SystemExit(f"unknown uvicorn variant {variant!r}")
 
 

@@ -49,14 +49,15 @@ def test_benchmark_script_runs_in_quick_mode(tmp_path: Path) -> None:
 
 
 def test_end_to_end_servers_start_pinned_and_answer_as_configured(tmp_path: Path) -> None:
-    """All six servers at once; ``started`` checks each app saw the client it should (the forwarded
-    one behind realip and --proxy-headers, the peer when bare) and that each runs on the one CPU."""
+    """All eight servers at once (``--e2e-parts`` included); ``started`` checks each app saw the client
+    it should (the forwarded one behind realip and --proxy-headers, the peer when bare or with realip's
+    protocol alone) and that each runs on the one CPU."""
     sys.path.insert(0, str(ROOT))
     from benchmarks import e2e
 
     cpus = {min(os.sched_getaffinity(0))}
-    with e2e.started(tmp_path, cpus) as servers:
-        assert set(servers) == set(e2e.SERVERS)
+    with e2e.started(tmp_path, cpus, {**e2e.SERVERS, **e2e.PARTS}) as servers:
+        assert set(servers) == {*e2e.SERVERS, *e2e.PARTS}
         for process, _ in servers.values():
             assert process.poll() is None
             assert e2e.cpu_seconds(e2e.process_tree(process.pid)) > 0
