@@ -1,16 +1,16 @@
 """End to end, side by side: every server loaded at once on the same CPU, requests per server CPU-second.
 
-All six servers (eight with ``--e2e-parts``) are started first and pinned to one CPU (``sched_setaffinity`` before
-they exec, so gunicorn's worker inherits it); ``wrk`` runs on the other CPUs. Then short
-rounds: in each, every server gets its own ``wrk`` at the same time (started in a new
-random order), so they share the one CPU and whatever else the machine does at that
-moment; each server's CPU time (utime + stime of its processes, from ``/proc/PID/stat``)
-is read before and after the round. A server's figure is its requests over its
-CPU-seconds, all rounds together. Time that other processes take is not counted against
-a server, and what they do to the CPU (caches, a busy sibling hyperthread) they do to
-all of them alike; one-after-the-other requests-per-second runs on a shared two-core machine
-spread by tens of percent. The second copy of bare uvicorn is the method's resolution:
-it should read the same as the first.
+All six servers (eight with ``--e2e-parts``) are started first and pinned to one CPU
+(``sched_setaffinity`` before they exec, so gunicorn's worker inherits it); ``wrk`` runs
+on the other CPUs. Then short rounds: in each, every server gets its own ``wrk`` at the
+same time (started in a new random order), so they share the one CPU and whatever else
+the machine does at that moment; each server's CPU time (utime + stime of its processes,
+from ``/proc/PID/stat``) is read before and after the round. A server's figure is its
+requests over its CPU-seconds, all rounds together. Time that other processes take is
+not counted against a server, and what they do to the CPU (caches, a busy sibling
+hyperthread) they do to all of them alike; one-after-the-other requests-per-second runs
+on a shared two-core machine spread by tens of percent. The second copy of bare uvicorn
+is the method's resolution: it should read the same as the first.
 
 Every server gets the same requests: ``X-Forwarded-For: 203.0.113.5, 127.0.0.9`` from
 127.0.0.1, both trusted where anything is trusted (127.0.0.0/8); checked before timing
