@@ -17,7 +17,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-COLUMNS = ("keep-alive", "new conn", "cold")
+COLUMNS = ("keep-alive", "pool", "new conn", "cold")
+#: The "pool" column: a proxy's kept-alive connections, each request on the next one in turn.
+POOL_SIZE = 32
 PROXY = "127.0.0.2"  # the trusted proxy the requests come from (real loopback connections from it)
 HOP = "10.0.0.1"  # the trusted proxy before it, as the header names it
 CLIENT = "203.0.113.5"  # the client they relay

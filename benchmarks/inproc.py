@@ -3,10 +3,12 @@
 Overhead = time(middleware + trivial app) - time(pass-through + trivial app) on the
 same requests, timed in the same round: the median over interleaved rounds of that
 difference. Time is the measuring thread's CPU time (``time.thread_time_ns``), so what
-other processes take from the CPU is not counted. Three columns:
+other processes take from the CPU is not counted. Four columns:
 
 * **keep-alive**: the same connection's next request (uvicorn hands every scope of a
   connection the same ``client`` tuple; gunicorn the same socket);
+* **pool**: the same, but on 32 kept-alive connections from the same host, each request
+  on the next one in turn, as a proxy spreads its requests over its upstream connections;
 * **new conn**: each request on a new connection from the same trusted proxy (a new
   ``scope["client"]`` tuple and host text; WSGI: a new ``REMOTE_PORT`` and
   ``gunicorn.socket``), the same headers: no per-peer cache can answer;
@@ -27,6 +29,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,7 @@ from benchmarks.common import (
     COLUMNS,
     CONNECTION,
     HOP,
+    POOL_SIZE,
     PROXY,
     TRUSTED,
     Connection,
@@ -101,12 +105,17 @@ class UvicornConnections:
         self.resolver = resolver
         self.wrap = ConnectionApp
         self.current: tuple[Any, Any] | None = None
+        #: Each connection's wrapped app, as its protocol object holds it (a pool's connections take turns).
+        self.calls: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         sock, peer = scope[CONNECTION]
         current = self.current
         if current is None or current[0] is not sock:
-            current = self.current = (sock, self.wrap(self.app, self.resolver.resolve(sock, peer)).__call__)
+            call = self.calls.get(sock)
+            if call is None:
+                call = self.calls[sock] = self.wrap(self.app, self.resolver.resolve(sock, peer)).__call__
+            current = self.current = (sock, call)
         return current[1](scope, receive, send)
 
 
@@ -166,12 +175,16 @@ class Connections:
             "proxy": self.v4.connect_from(PROXY),
             "toa": self.v4.connect_from(LB),
         }
+        #: A proxy's (a load balancer's, a NATed client's) kept-alive connections, by kind.
+        self.pools: dict[str, list[Connection]] = {}
 
     def for_column(self, column: str, scenarios: list[str], n: int, serial: Serial) -> dict[str, list[Connection]]:
         """n connections per kind (``mapped``, ``proxy``, ``toa``) that ``scenarios`` use."""
         kinds = {kind_of(sc) for sc in scenarios}
         if column == "keep-alive":
             return {kind: [self.keep[kind]] * n for kind in kinds}
+        if column == "pool":
+            return {kind: [self.pool(kind)[i % POOL_SIZE] for i in range(n)] for kind in kinds}
         out: dict[str, list[Connection]] = {}
         for kind in kinds:
             if kind == "mapped":
@@ -183,8 +196,16 @@ class Connections:
                 out[kind] = [self.v4.connect_from(LB if kind == "toa" else PROXY) for _ in range(n)]
         return out
 
+    def pool(self, kind: str) -> list[Connection]:
+        """POOL_SIZE kept-alive connections of ``kind``, opened on first use and kept."""
+        if kind not in self.pools:
+            listener = self.dual_stack if kind == "mapped" else self.v4
+            source = {"mapped": MAPPED_FROM, "proxy": PROXY, "toa": LB}[kind]
+            self.pools[kind] = [listener.connect_from(source) for _ in range(POOL_SIZE)]
+        return self.pools[kind]
+
     def close(self) -> None:
-        for connection in self.keep.values():
+        for connection in [*self.keep.values(), *(c for pool in self.pools.values() for c in pool)]:
             connection.close()
         self.v4.close()
         self.dual_stack.close()
@@ -308,7 +329,7 @@ def measure(p: dict[str, Any]) -> dict[str, Any]:
             random.shuffle(order)
             for v in order:
                 raw[v.interface][v.name][column].append(time_requests(v.interface, v.app, reqs[v.scenario]))
-            if column != "keep-alive":
+            if column in ("new conn", "cold"):  # the others are kept open
                 for batch in by_kind.values():
                     for connection in batch:
                         connection.close()
@@ -358,7 +379,8 @@ def report(results: dict[str, Any], p: dict[str, Any], host_lookup: dict[str, An
         "CPU time per request (the measuring thread's) above the pass-through middleware on the same requests: "
         f"the median over {p['repeats']} interleaved rounds (a new random order each) of the difference within a "
         f"round, {results['n']:,} requests per variant and round ({p['toa_batch']} for the TOA rows), each on a real "
-        "loopback connection. keep-alive: the same connection's next request; new conn: each request on a new "
+        "loopback connection. keep-alive: the same connection's next request; pool: the same, on "
+        f"{POOL_SIZE} kept-alive connections from the same host in turn; new conn: each request on a new "
         "connection from the trusted proxy, same headers; cold: a new connection and a new client each request. "
         f"Proxy rows: peer {PROXY}, `X-Forwarded-For: {CLIENT}, {HOP}`, realip `trusted_proxies={TRUSTED!r}`, "
         f"ProxyHeadersMiddleware `trusted_hosts={TRUSTED!r}`, ProxyFix `x_for=2`: all three answer {CLIENT} "

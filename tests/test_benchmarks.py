@@ -36,7 +36,7 @@ def test_benchmark_script_runs_in_quick_mode(tmp_path: Path) -> None:
     for rows in overhead.values():
         assert "pass-through (floor)" in rows and any(name.startswith("realip") for name in rows)
         for columns in rows.values():
-            assert set(columns) == {"keep-alive", "new conn", "cold"}
+            assert set(columns) == {"keep-alive", "pool", "new conn", "cold"}
     assert results["e2e"] == {"skipped": "--quick"}
     assert results["lookup_host"]["status"] in ("no-module", "none", "found", "unavailable", "error")
     assert len(results["memory"]["rows"]) == 7
