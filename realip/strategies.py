@@ -408,6 +408,21 @@ _FIRST_ENTRIES: Final = 8
 _ENTRY_KEY_LENGTH: Final = 32
 
 
+def _trusted_ipv4(text: str, networks: tuple[tuple[int, int], ...]) -> str | None:
+    """A bare IPv4 entry (stripped) as the walk keeps it: the text if it is in a trusted
+    network, ``""`` if it is another address; ``None`` when it is not bare IPv4."""
+    if ":" in text:
+        return None
+    try:
+        number = _from_bytes(_inet_pton(_AF_INET, text), "big")
+    except (OSError, ValueError):
+        return None
+    for network, mask in networks:
+        if number & mask == network:
+            return text
+    return ""
+
+
 def _rightmost_list_texts(
     value: str, trusted: TrustedNetworks, known: BoundedCache
 ) -> tuple[tuple[str, int], tuple[str, ...], str | None] | None:
@@ -436,24 +451,12 @@ def _rightmost_list_texts(
             entry = entries[i]
             text = known.get(entry)  # as written: its address if a trusted proxy, "" if another one
             if text is None:
-                text = entry.strip(" \t")
-                if ":" in text:
-                    return None  # a port or IPv6: the full walk
-                try:
-                    number = _from_bytes(_inet_pton(_AF_INET, text), "big")
-                except (OSError, ValueError):
-                    return None  # garbage (or blank): the full walk stops there and says why
-                for network, mask in networks:
-                    if number & mask == network:
-                        break
-                else:  # not a trusted proxy: the client
-                    if len(entry) <= _ENTRY_KEY_LENGTH:
-                        known.put(entry, "")
-                    walked.reverse()
-                    return (text, 0), tuple(walked), None
+                text = _trusted_ipv4(entry.strip(" \t"), networks)
+                if text is None:
+                    return None  # a port, IPv6 or garbage (or blank): the full walk says what it is
                 if len(entry) <= _ENTRY_KEY_LENGTH:
                     known.put(entry, text)
-            elif not text:  # not a trusted proxy: the client
+            if not text:  # not a trusted proxy: the client
                 walked.reverse()
                 return (entry.strip(" \t"), 0), tuple(walked), None
             walked.append(text)

@@ -324,15 +324,15 @@ class ConnectionLookup:
         ``facts.resolution``). ``facts`` itself when the connection has nothing to add."""
         if not self.resolver.asks_toa:
             return facts
+        base = base or facts.resolution
         for key in SOCKET_KEYS:
             sock = environ.get(key)
             if sock is not None:
                 break
         else:
-            return self._without_socket(environ, facts, base or facts.resolution)
+            return self._without_socket(environ, facts, base)
         found = self._remembered(sock)
         if found is None:
-            base = base or facts.resolution
             found = self._remember(sock, self._facts(self.resolver.resolve(sock, base.peer)))
         return found
 
